@@ -1,0 +1,207 @@
+"""Periodic unit-cell grids: sizes, memory checks, Fourier interpolation and FFT derivatives.
+
+Conventions: ``field[i, j, k]`` sits at fractional coordinates ``(i/nx, j/ny, k/nz)`` (VASP order).
+Reciprocal vectors are Cartesian, in Å⁻¹, with the factor 2π (G·r is a phase in radians).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from elf_workflows.errors import GridError
+
+if TYPE_CHECKING:
+    from pymatgen.core import Lattice, Structure
+
+Shape = tuple[int, int, int]
+
+#: default cap on the memory one grid computation may take (GB); ``ELF_WORKFLOWS_MAX_MEMORY_GB`` overrides
+DEFAULT_MAX_MEMORY_GB = 8.0
+#: largest number of voxels per axis accepted at all
+MAX_AXIS = 4096
+
+
+def max_memory_bytes() -> float:
+    """The configured memory cap in bytes (``ELF_WORKFLOWS_MAX_MEMORY_GB``, default 8 GB)."""
+    value = os.environ.get("ELF_WORKFLOWS_MAX_MEMORY_GB", "")
+    try:
+        return float(value) * 1e9 if value else DEFAULT_MAX_MEMORY_GB * 1e9
+    except ValueError as exc:
+        raise GridError(f"ELF_WORKFLOWS_MAX_MEMORY_GB={value!r} is not a number") from exc
+
+
+def check_grid(shape, n_arrays: int = 8, itemsize: int = 8) -> Shape:
+    """Validate a grid shape and refuse one whose working arrays would not fit in memory.
+
+    Args:
+        shape: three grid sizes.
+        n_arrays: how many full-size arrays the computation holds at once.
+        itemsize: bytes per value.
+    """
+    try:
+        shape = tuple(int(n) for n in shape)
+    except (TypeError, ValueError) as exc:
+        raise GridError(f"grid {shape!r} is not three integers") from exc
+    if len(shape) != 3:
+        raise GridError(f"a grid needs three sizes, got {len(shape)}")
+    if any(n <= 0 for n in shape):
+        raise GridError(f"grid sizes must be positive, got {' '.join(map(str, shape))}")
+    if any(n > MAX_AXIS for n in shape):
+        raise GridError(f"grid {' '.join(map(str, shape))} exceeds {MAX_AXIS} voxels along an axis")
+    need = math.prod(shape) * n_arrays * itemsize
+    cap = max_memory_bytes()
+    if need > cap:
+        raise GridError(
+            f"grid {'x'.join(map(str, shape))} needs about {need / 1e9:.1f} GB, over the {cap / 1e9:.1f} GB cap "
+            "(set ELF_WORKFLOWS_MAX_MEMORY_GB to raise it, or use a coarser grid)")
+    return shape  # type: ignore[return-value]
+
+
+def is_fft_friendly(n: int) -> bool:
+    """True when ``n`` has no prime factor other than 2, 3 and 5."""
+    for p in (2, 3, 5):
+        while n % p == 0 and n > 1:
+            n //= p
+    return n == 1
+
+
+def fft_friendly(n: int, multiple_of: int = 1) -> int:
+    """Smallest integer ≥ ``n`` with prime factors 2, 3, 5 only that is a multiple of ``multiple_of``."""
+    m = max(int(n), 1)
+    while not (is_fft_friendly(m) and m % multiple_of == 0):
+        m += 1
+    return m
+
+
+def grid_for_spacing(structure: Structure, spacing: float, symprec: float = 1e-3) -> Shape:
+    """Smallest FFT-friendly grid with voxels no larger than ``spacing`` (Å) that every space-group op maps onto itself.
+
+    Axes that a rotation mixes get equal sizes; each size is a multiple of the denominators of the
+    fractional translations along it.
+    """
+    from elf_workflows.symmetry import get_space_group
+
+    if not spacing > 0:
+        raise GridError(f"grid spacing must be positive, got {spacing} Å")
+    n_min = [max(1, math.ceil(length / spacing - 1e-9)) for length in structure.lattice.abc]
+    sg = get_space_group(structure, symprec=symprec)
+    groups = sg.axis_groups()
+    denominators = sg.translation_denominators()
+    shape = [0, 0, 0]
+    for group in groups:
+        need = max(n_min[a] for a in group)
+        multiple = math.lcm(*(denominators[a] for a in group))
+        size = fft_friendly(need, multiple)
+        for a in group:
+            shape[a] = size
+    return tuple(shape)  # type: ignore[return-value]
+
+
+def frequencies(shape: Shape, rfft: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer Miller indices (h, k, l) of the FFT layout of ``shape`` (``rfft``: half last axis)."""
+    nx, ny, nz = shape
+    h = np.fft.fftfreq(nx, 1.0 / nx)
+    k = np.fft.fftfreq(ny, 1.0 / ny)
+    l = np.fft.rfftfreq(nz, 1.0 / nz) if rfft else np.fft.fftfreq(nz, 1.0 / nz)
+    return h, k, l
+
+
+def reciprocal_vectors(lattice: Lattice, shape: Shape, rfft: bool = False) -> np.ndarray:
+    """Cartesian G vectors (Å⁻¹, 2π included) of the FFT layout, shape ``(3, nx, ny, nz')``."""
+    b = lattice.reciprocal_lattice.matrix  # rows b_i with a_i·b_j = 2π δ_ij
+    h, k, l = frequencies(shape, rfft)
+    return (h[None, :, None, None] * b[0][:, None, None, None]
+            + k[None, None, :, None] * b[1][:, None, None, None]
+            + l[None, None, None, :] * b[2][:, None, None, None])
+
+
+def _nyquist_mask(shape: Shape, rfft: bool) -> np.ndarray:
+    """True on every Nyquist plane (index n/2 of an even axis) of the FFT layout."""
+    h, k, l = frequencies(shape, rfft)
+    nx, ny, nz = shape
+    mh = (nx % 2 == 0) & (np.abs(h) == nx // 2)
+    mk = (ny % 2 == 0) & (np.abs(k) == ny // 2)
+    ml = (nz % 2 == 0) & (np.abs(l) == nz // 2)
+    return mh[:, None, None] | mk[None, :, None] | ml[None, None, :]
+
+
+def fft_derivative(
+    field: np.ndarray,
+    lattice: Lattice,
+    derivative: Literal["gradient", "laplacian", "hessian"] = "gradient",
+) -> np.ndarray:
+    """Spectral derivatives of a periodic real field on the unit-cell grid (units: field per Å^order).
+
+    ``gradient`` → ``(3, nx, ny, nz)`` Cartesian components; ``laplacian`` → ``(nx, ny, nz)``;
+    ``hessian`` → ``(3, 3, nx, ny, nz)``. Odd derivatives drop the Nyquist planes (their sine part is
+    not representable on the grid; keeping it makes symmetric fields come out asymmetric).
+    """
+    field = np.asarray(field, dtype=float)
+    shape = field.shape
+    spectrum = np.fft.rfftn(field)
+    G = reciprocal_vectors(lattice, shape, rfft=True)
+    if derivative == "gradient":
+        keep = ~_nyquist_mask(shape, rfft=True)
+        return np.stack([np.fft.irfftn(1j * G[a] * keep * spectrum, s=shape) for a in range(3)])
+    if derivative == "laplacian":
+        return np.fft.irfftn(-(G**2).sum(0) * spectrum, s=shape)
+    if derivative == "hessian":
+        out = np.empty((3, 3, *shape))
+        for a in range(3):
+            for b in range(a, 3):
+                out[a, b] = out[b, a] = np.fft.irfftn(-G[a] * G[b] * spectrum, s=shape)
+        return out
+    raise ValueError(f"unknown derivative {derivative!r}")
+
+
+def _resample_axis(spectrum: np.ndarray, axis: int, m: int) -> np.ndarray:
+    """Zero-pad or truncate one axis of a full FFT spectrum from n to m points, Nyquist split symmetrically."""
+    n = spectrum.shape[axis]
+    if m == n:
+        return spectrum
+    spectrum = np.moveaxis(spectrum, axis, 0)
+    out = np.zeros((m, *spectrum.shape[1:]), dtype=spectrum.dtype)
+    k = min(n, m)
+    half = (k - 1) // 2
+    out[: half + 1] = spectrum[: half + 1]
+    if half:
+        out[-half:] = spectrum[-half:]
+    if k % 2 == 0:
+        if n < m:  # the old Nyquist term splits evenly into +n/2 and -n/2
+            out[k // 2] = 0.5 * spectrum[k // 2]
+            out[m - k // 2] = 0.5 * spectrum[k // 2]
+        else:  # +m/2 and -m/2 alias onto the new Nyquist bin
+            out[k // 2] = spectrum[k // 2] + spectrum[n - k // 2]
+    return np.moveaxis(out, 0, axis)
+
+
+def fourier_interpolate(field: np.ndarray, shape: Shape) -> np.ndarray:
+    """Resample a periodic real field onto another grid of the same cell by Fourier interpolation.
+
+    Up-sampling reproduces the band-limited field exactly at the old grid points; down-sampling
+    keeps the frequencies the new grid can hold.
+    """
+    field = np.asarray(field, dtype=float)
+    shape = tuple(int(n) for n in shape)
+    if shape == field.shape:
+        return field.copy()
+    spectrum = np.fft.fftn(field)
+    for axis, m in enumerate(shape):
+        spectrum = _resample_axis(spectrum, axis, m)
+    scale = math.prod(shape) / field.size
+    return np.fft.ifftn(spectrum).real * scale
+
+
+def fractional_grid(shape: Shape) -> np.ndarray:
+    """Fractional coordinates of every voxel, shape ``(nx, ny, nz, 3)``."""
+    axes = [np.arange(n) / n for n in shape]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+
+def voxel_volume(lattice: Lattice, shape: Shape) -> float:
+    """Volume of one voxel (Å³)."""
+    return float(lattice.volume / math.prod(shape))
