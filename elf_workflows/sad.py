@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.interpolate import CubicSpline
 
 from elf_workflows.elements import atomic_data
 from elf_workflows.grids import check_grid, frequencies, reciprocal_vectors
@@ -27,16 +28,25 @@ if TYPE_CHECKING:
 
 Shape = tuple[int, int, int]
 
-#: spacing of the tabulated form factors (Å⁻¹) and their range
-_DG = 0.002
+#: spacing of the tabulated form factors (Å⁻¹) and their range (cubic-spline interpolated)
+_DG = 0.01
 _G_TABLE_MAX = 80.0
 #: largest (atoms × voxels-in-a-plane) block of phase factors held at once
 _BLOCK = 4_000_000
 
 
-@lru_cache(maxsize=None)
 def form_factor_table(symbol: str) -> tuple[np.ndarray, np.ndarray]:
     """(|G| grid in Å⁻¹, f(|G|) in electrons) for ``symbol``: the spherical Bessel transform of its density."""
+    return _form_factor_table(str(symbol))
+
+
+@lru_cache(maxsize=None)
+def _form_factor_spline(symbol: str) -> CubicSpline:
+    return CubicSpline(*_form_factor_table(symbol))
+
+
+@lru_cache(maxsize=None)
+def _form_factor_table(symbol: str) -> tuple[np.ndarray, np.ndarray]:
     data = atomic_data(symbol)
     r, rho = data.r, data.rho
     g = np.arange(0.0, _G_TABLE_MAX + _DG, _DG)
@@ -53,9 +63,9 @@ def form_factor_table(symbol: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def form_factor(symbol: str, g: np.ndarray) -> np.ndarray:
-    """f(|G|) of ``symbol`` at |G| (Å⁻¹), linear interpolation of the table (0 beyond it)."""
-    table_g, table_f = form_factor_table(symbol)
-    return np.interp(g, table_g, table_f, right=0.0)
+    """f(|G|) of ``symbol`` at |G| (Å⁻¹): cubic spline through the table, 0 beyond it."""
+    g = np.asarray(g, float)
+    return np.where(g <= _G_TABLE_MAX, _form_factor_spline(str(symbol))(np.minimum(g, _G_TABLE_MAX)), 0.0)
 
 
 def band_limit(structure: Structure, shape: Shape) -> float:
