@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 Shape = tuple[int, int, int]
 
 #: spacing of the tabulated form factors (Å⁻¹) and their range (cubic-spline interpolated)
-_DG = 0.01
-_G_TABLE_MAX = 80.0
+_DG = 0.02
+_G_TABLE_MAX = 60.0
+#: uniform radial step (Å) used for the Bessel transform
+_DR = 0.004
 #: largest (atoms × voxels-in-a-plane) block of phase factors held at once
 _BLOCK = 4_000_000
 
@@ -48,17 +50,22 @@ def _form_factor_spline(symbol: str) -> CubicSpline:
 @lru_cache(maxsize=None)
 def _form_factor_table(symbol: str) -> tuple[np.ndarray, np.ndarray]:
     data = atomic_data(symbol)
-    r, rho = data.r, data.rho
-    g = np.arange(0.0, _G_TABLE_MAX + _DG, _DG)
-    weights = np.zeros_like(r)  # trapezoid weights on the non-uniform radial grid
-    dr = np.diff(r)
-    weights[:-1] += 0.5 * dr
-    weights[1:] += 0.5 * dr
+    # The PAW radial grids thin out at large r; a uniform grid keeps the high-G transform free of
+    # aliasing noise (which would otherwise add up over the many G vectors of a fine grid).
+    significant = np.nonzero(data.rho * data.r**2 > 1e-12 * (data.rho * data.r**2).max())[0].max()
+    r_max = data.r[min(significant + 1, len(data.r) - 1)]
+    r = np.arange(0.0, r_max + _DR, _DR)
+    rho = np.clip(CubicSpline(data.r, data.rho)(np.minimum(r, data.r[-1])), 0.0, None)
+    weights = np.full_like(r, _DR)
+    weights[[0, -1]] = 0.5 * _DR
     integrand = 4 * np.pi * rho * r**2 * weights
+    g = np.arange(0.0, _G_TABLE_MAX + _DG, _DG)
     f = np.empty_like(g)
-    for start in range(0, len(g), 2048):
-        gr = np.outer(g[start:start + 2048], r)
-        f[start:start + 2048] = np.sinc(gr / np.pi) @ integrand
+    r_safe = np.where(r > 0, r, 1.0)
+    for start in range(0, len(g), 512):
+        gr = np.outer(np.maximum(g[start:start + 512], 1e-12), r_safe)
+        f[start:start + 512] = (np.sin(gr) / gr) @ integrand
+    f *= data.valence / f[0]  # f(0) is exactly the valence count
     return g, f
 
 

@@ -1,0 +1,7 @@
+"""``python -m elf_workflows``: the elf-workflows command line."""
+
+import sys
+
+from elf_workflows.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""SAD: integrals, an independent real-space reference, the radial table, symmetry and translations."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from elf_workflows.elements import atomic_data, available_elements, valence_electrons
+from elf_workflows.grids import fractional_grid, grid_for_spacing
+from elf_workflows.sad import form_factor, integrate, sad_density, valence_count
+from elf_workflows.symmetry import get_space_group, symmetry_error
+
+
+def real_space_sad(structure: Structure, shape) -> np.ndarray:
+    """Direct sum of the tabulated radial densities over periodic images (independent of the FFT path)."""
+    cart = fractional_grid(shape).reshape(-1, 3) @ structure.lattice.matrix
+    out = np.zeros(len(cart))
+    for site in structure:
+        data = atomic_data(site.specie.symbol)
+        for image in itertools.product(range(-3, 4), repeat=3):
+            centre = (site.frac_coords + image) @ structure.lattice.matrix
+            out += np.interp(np.linalg.norm(cart - centre, axis=1), data.r, data.rho, right=0.0)
+    return out.reshape(shape)
+
+
+def test_table_covers_h_to_rn_with_normalised_densities():
+    symbols = available_elements()
+    assert symbols[0] == "H" and symbols[-1] == "Rn" and len(symbols) == 86
+    for symbol in ("H", "Li", "Ca", "La", "Ce", "Lu", "Tc", "Pb"):
+        data = atomic_data(symbol)
+        integral = np.trapezoid(4 * np.pi * data.rho * data.r**2, data.r)
+        assert integral == pytest.approx(data.valence, rel=1e-9)
+        assert form_factor(symbol, np.array([0.0]))[0] == pytest.approx(data.valence, rel=1e-12)
+    assert valence_electrons("La") == 11 and valence_electrons("Ca") == 10
+
+
+@pytest.mark.parametrize("name", ["fcc_la", "hcp_y", "b2_caba", "triclinic_almg"])
+def test_integral_is_the_valence_count(name, request):
+    structure = request.getfixturevalue(name)
+    rho = sad_density(structure, grid_for_spacing(structure, 0.15))
+    assert integrate(rho, structure) == pytest.approx(valence_count(structure), abs=1e-6)
+
+
+def test_two_atom_cell_matches_direct_real_space_sum(triclinic_almg):
+    shape = (40, 40, 44)
+    rho = sad_density(triclinic_almg, shape)
+    ref = real_space_sad(triclinic_almg, shape)
+    assert np.abs(rho - ref).max() < 1e-3 * ref.max()
+    assert np.corrcoef(rho.ravel(), ref.ravel())[0, 1] > 0.99999
+
+
+def test_one_atom_in_a_large_box_reproduces_the_radial_table():
+    box = Structure(Lattice.cubic(12.0), ["Ca"], [[0, 0, 0]])
+    shape = (120, 120, 120)
+    rho = sad_density(box, shape)
+    data = atomic_data("Ca")
+    r = np.arange(40) * 0.1  # along x from the nucleus, out to 3.9 Å
+    expected = np.interp(r, data.r, data.rho)
+    assert np.abs(rho[:40, 0, 0] - expected).max() < 2e-3 * expected.max()
+
+
+@pytest.mark.parametrize("name", ["fcc_la", "hcp_y", "b2_caba"])
+def test_invariant_under_every_grid_compatible_operation(name, request):
+    structure = request.getfixturevalue(name)
+    shape = grid_for_spacing(structure, 0.15)
+    group = get_space_group(structure)
+    assert group.is_grid_compatible(shape).all()
+    assert symmetry_error(sad_density(structure, shape), group) < 1e-6
+
+
+def test_partially_compatible_grid_keeps_the_compatible_operations(hcp_y):
+    shape = (24, 20, 36)  # breaks the hexagonal a = b operations
+    group = get_space_group(hcp_y)
+    mask = group.is_grid_compatible(shape)
+    assert 0 < mask.sum() < len(group)
+    assert symmetry_error(sad_density(hcp_y, shape), group) < 1e-6
+
+
+def test_translation_by_a_grid_vector_rolls_the_field(triclinic_almg):
+    shape = (30, 32, 36)
+    shift = np.array([3, -5, 7])
+    moved = triclinic_almg.copy()
+    moved.translate_sites(list(range(len(moved))), shift / np.array(shape), frac_coords=True)
+    rho = sad_density(triclinic_almg, shape)
+    rolled = np.roll(rho, tuple(shift), axis=(0, 1, 2))
+    assert np.abs(sad_density(moved, shape) - rolled).max() < 1e-10 * rho.max()
+
+
+def test_pressure_is_carried_by_the_lattice(fcc_la):
+    """Compressing the cell raises the interstitial density (the octahedral hole at ½,½,½)."""
+    compressed = fcc_la.copy()
+    compressed.scale_lattice(fcc_la.volume * 0.7)
+    shape = (40, 40, 40)
+    assert sad_density(compressed, shape)[20, 20, 20] > 1.3 * sad_density(fcc_la, shape)[20, 20, 20]
