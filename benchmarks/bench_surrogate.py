@@ -1,0 +1,117 @@
+"""Surrogate benchmarks: time per cell against the GPAW time stored in a reference dataset, and tiled memory.
+
+    .venv/bin/python benchmarks/bench_surrogate.py [--data data/reference] [--split test] [--big N]
+
+Prints one JSON object. ``--big N`` also predicts an N³ native grid (a supercell of fcc La) with
+tiled inference and reports its wall time and peak resident memory (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.core import Lattice, Structure
+
+from elf_workflows.surrogate import load_model, predict_elf
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def big_grid(model, n: int, full: bool) -> dict:
+    """Memory of an n³ native grid (a 1-atom cubic cell of edge n·spacing).
+
+    Without ``full``: (1) the whole pipeline (SAD, features, tile loop, pooling, output) with the
+    network swapped for a pointwise stand-in of the same channel counts in and out, and (2) one real
+    network pass on a single tile of the size the tiler uses, each in a fresh process, so that
+    the peak of (1) + the network part of (2) bounds the full run without running every tile.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        pipe = pool.apply(_pipeline_peak, (model, n, full))
+    if full:
+        return pipe
+    with ctx.Pool(1) as pool:
+        tile = pool.apply(_tile_peak, (model,))
+    return {"pipeline_with_standin": pipe, "one_tile": tile,
+            "bound_peak_gb": pipe["peak_rss_gb"] + tile["peak_rss_gb"] - tile["rss_before_gb"]}
+
+
+def _pipeline_peak(model, n: int, full: bool) -> dict:
+    import copy
+
+    from torch import nn
+
+    cell = Structure(Lattice.cubic(n * model.config.spacing * 0.999), ["La"], [[0, 0, 0]])
+    m = copy.copy(model)
+    if not full:
+        net = copy.deepcopy(model.net)
+        stand_in = nn.Conv3d(model.config.in_channels, 1, 1)
+        net.logits = lambda x: stand_in(x)  # same I/O, no U-Net activations
+        m.net = net
+    before = rss_gb()
+    start = time.perf_counter()
+    elf = predict_elf(cell, model=m)
+    return {"native_grid": list(elf.shape), "seconds": time.perf_counter() - start, "peak_rss_gb": rss_gb(),
+            "rss_before_gb": before, "network": "real" if full else "pointwise stand-in"}
+
+
+def _tile_peak(model) -> dict:
+    import math
+
+    from elf_workflows.surrogate.model import predict_grid
+
+    cfg = model.config
+    side = int(round((160**3) ** (1 / 3)))
+    core = max(cfg.multiple, (side - 2 * cfg.halo()) // cfg.multiple * cfg.multiple)
+    tile = core + 2 * cfg.halo()
+    feats = np.random.default_rng(0).normal(size=(cfg.in_channels, tile, tile, tile)).astype(np.float32)
+    before = rss_gb()
+    start = time.perf_counter()
+    predict_grid(model.net, feats, max_voxels=math.prod(feats.shape[1:]))
+    return {"tile": tile, "core": core, "seconds": time.perf_counter() - start, "peak_rss_gb": rss_gb(),
+            "rss_before_gb": before}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default="data/reference")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--big", type=int, default=0, help="edge of a big native grid to predict tiled (e.g. 256)")
+    parser.add_argument("--full", action="store_true", help="run the real network on every tile of --big")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    report = {"model_version": model.version, "threads": args.threads, "n_parameters": model.net.n_parameters()}
+    if (Path(args.data) / "records.jsonl").is_file():
+        from elf_workflows.dataset import ReferenceDataset
+
+        ds = ReferenceDataset(args.data)
+        recs = list(ds.records(split=args.split))
+        structures = [ds.load_structure(r["id"]) for r in recs]
+        predict_elf(structures[0], model=model)  # warm-up (form factors, threads)
+        start = time.perf_counter()
+        for s, r in zip(structures, recs):
+            predict_elf(s, shape=tuple(r["shape"]), model=model)
+        ml = (time.perf_counter() - start) / len(recs)
+        dft = float(np.mean([r["seconds"] for r in recs if r.get("seconds")]))
+        report["cells"] = {"n": len(recs), "split": args.split, "surrogate_s_per_cell": ml,
+                           "gpaw_s_per_cell": dft, "speedup": dft / ml}
+    if args.big:
+        report["big"] = big_grid(model, args.big, args.full)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

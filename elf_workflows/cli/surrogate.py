@@ -1,0 +1,155 @@
+"""Commands ``predict``, ``train`` and ``evaluate``: the SAD → ELF surrogate."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from elf_workflows.errors import InputError
+
+
+def write_surrogate_elfcar(structure, elf, path: Path, version: str, extra: dict | None = None) -> Path:
+    """ELFCAR whose comment line names the model version, plus a sidecar ``PATH.json`` with provenance."""
+    from pymatgen.io.vasp.inputs import Poscar
+    from pymatgen.io.vasp.outputs import Elfcar
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comment = f"{structure.composition.reduced_formula} ELF elf-workflows surrogate {version}"
+    elfcar = Elfcar(Poscar(structure, comment=comment), {"total": elf})
+    elfcar.name = comment  # VolumetricData.write_file takes its first line from ``name``
+    elfcar.write_file(str(path))
+    meta = {"engine": "surrogate", "model_version": version, "formula": structure.composition.reduced_formula,
+            "grid": list(elf.shape), **(extra or {})}
+    Path(str(path) + ".json").write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def predict(
+    structures: list[Path] = typer.Argument(..., help="Structure files (POSCAR, CIF, ...)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="ELFCAR to write (one structure)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Directory for STEM.ELFCAR files (many)."),
+    grid: Optional[tuple[int, int, int]] = typer.Option(None, "--grid", help="Output grid NX NY NZ "
+                                                        "(default: the model's native grid)."),
+    model_path: Optional[Path] = typer.Option(None, "--model", help="Model file (default: shipped weights)."),
+    threads: int = typer.Option(2, "--threads", help="CPU threads for torch."),
+) -> None:
+    """Surrogate ELF of structures (SAD → periodic U-Net → symmetry pooling → grid); many per process.
+
+    The model version is written in the ELFCAR comment line and in a sidecar ``ELFCAR.json``.
+    """
+    import torch
+
+    from elf_workflows.grids import check_grid
+    from elf_workflows.io import read_structure
+    from elf_workflows.surrogate import load_model, predict_elf
+
+    if (output is None) == (out_dir is None):
+        raise InputError("give exactly one of -o ELFCAR (one structure) or --out-dir DIR")
+    if output is not None and len(structures) > 1:
+        raise InputError(f"-o takes one structure, got {len(structures)}; use --out-dir for many")
+    shape = check_grid(grid) if grid is not None else None
+    torch.set_num_threads(max(1, threads))
+    loaded = [(p, read_structure(p)) for p in structures]  # validate all before any work
+    model = load_model(model_path)
+    used: set[str] = set()
+    for path, structure in loaded:
+        if output is not None:
+            target = output
+        else:
+            stem = path.stem if path.suffix else path.name
+            name, i = f"{stem}.ELFCAR", 1
+            while name in used:
+                i += 1
+                name = f"{stem}-{i}.ELFCAR"
+            used.add(name)
+            target = out_dir / name
+        start = time.perf_counter()
+        elf = predict_elf(structure, shape=shape, model=model)
+        seconds = time.perf_counter() - start
+        write_surrogate_elfcar(structure, elf, target, model.version,
+                               {"source": str(path), "seconds": round(seconds, 3)})
+        typer.echo(f"{structure.composition.reduced_formula}: surrogate ELF on {'x'.join(map(str, elf.shape))} grid, "
+                   f"[{elf.min():.3f}, {elf.max():.3f}], {seconds:.2f} s, model {model.version} -> {target}", err=True)
+
+
+def train(
+    data: Path = typer.Option(..., "--data", help="Reference dataset directory (records.jsonl + shards/)."),
+    epochs: int = typer.Option(20, "--epochs", min=1),
+    out: Path = typer.Option(Path("surrogate.pt"), "--out", help="Model file (best validation MAE)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt."),
+    patch: int = typer.Option(32, "--patch", help="Patch edge (voxels, multiple of 4)."),
+    patches_per_epoch: int = typer.Option(64, "--patches-per-epoch"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    lr: float = typer.Option(3e-3, "--lr"),
+    pool: int = typer.Option(1, "--pool", help="Patch-frame symmetry operations pooled per patch."),
+    clip: float = typer.Option(0.5, "--clip", help="Gradient-norm clip."),
+    pretrain_steps: int = typer.Option(1500, "--pretrain-steps",
+                                       help="Per-voxel steps fitting the pointwise branch first (0: none)."),
+    base_channels: int = typer.Option(8, "--base-channels"),
+    levels: int = typer.Option(3, "--levels"),
+    spacing: float = typer.Option(0.2, "--spacing", help="Native voxel spacing (Å)."),
+    threads: int = typer.Option(2, "--threads"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train the surrogate on periodic patches (origin jitter, symmetry pooling, VOX+HIST+GRAD loss)."""
+    from elf_workflows.surrogate.model import UNetConfig
+    from elf_workflows.surrogate.train import TrainConfig, train as run
+
+    if patch <= 0 or epochs <= 0 or batch_size <= 0 or patches_per_epoch <= 0:
+        raise InputError("--patch, --epochs, --batch-size and --patches-per-epoch must be positive")
+    if not spacing > 0:
+        raise InputError(f"--spacing must be positive, got {spacing}")
+    cfg = TrainConfig(epochs=epochs, patch_size=patch, patches_per_epoch=patches_per_epoch, batch_size=batch_size,
+                      lr=lr, pool=pool, clip=clip, pretrain_steps=pretrain_steps, seed=seed, threads=threads, device=device,
+                      model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing).to_dict())
+    metrics = run(data, out, cfg, resume=resume, progress=not quiet and sys.stderr.isatty())
+    best = metrics.get("best_val_mae")
+    typer.echo(f"trained {len(metrics.get('history', []))} epochs; best validation MAE "
+               f"{best if best is None else round(best, 4)} -> {out}", err=True)
+
+
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Reference dataset directory."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    out_dir: Path = typer.Option(Path("surrogate_eval"), "--out-dir", help="Where figures and tables go."),
+    model_path: Optional[Path] = typer.Option(None, "--model", help="Model file (default: shipped weights)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON only."),
+    threads: int = typer.Option(2, "--threads"),
+) -> None:
+    """Held-out evaluation vs DFT: voxel MAE/RMSE, ELF at maxima (MAE, R², parity plot), B2 slices, baselines."""
+    import torch
+
+    from elf_workflows.surrogate import load_model
+    from elf_workflows.surrogate.evaluate import METHODS, evaluate as run
+
+    if split not in ("train", "val", "test"):
+        raise InputError(f"unknown split {split!r}; use train, val or test")
+    torch.set_num_threads(max(1, threads))
+    model = load_model(model_path)
+    result = run(data, split, model, out_dir, log=None if as_json else (lambda m: typer.echo(m, err=True)))
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in result.items() if k != "structures"}, indent=1, default=float))
+        return
+    typer.echo(f"{result['n_structures']} '{split}' cells, {result['n_maxima']} DFT ELF maxima, model {result['model_version']}")
+    typer.echo(f"{'method':<20s} {'voxel MAE':>10s} {'voxel RMSE':>10s} {'max MAE':>9s} {'max R²':>8s}")
+    for m in METHODS:
+        s = result["summary"][m]
+        typer.echo(f"{m:<20s} {s['voxel_mae']:10.4f} {s['voxel_rmse']:10.4f} {s['maxima_mae']:9.4f} {s['maxima_r2']:8.3f}")
+    sp = result["speed"]
+    typer.echo(f"surrogate is {result['improvement_over_gradient_expansion']:.1f}x better than the gradient expansion "
+               f"(voxel MAE); median {sp['ml_seconds_median']:.3f} s per cell"
+               + (f" vs GPAW {sp['dft_seconds_median']:.1f} s ({sp['speedup_median']:.0f}x)" if sp["speedup_median"] else ""))
+    typer.echo(f"figures and tables in {out_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,194 @@
+"""Held-out evaluation of the surrogate against DFT, with the gradient-expansion and constant baselines.
+
+Metrics, on the reference grid of each cell: voxel MAE and RMSE; the ELF at the reference's local
+maxima (periodic 3×3×3 neighbourhood, ELF > 0.05), predicted vs DFT, MAE and R²; per-structure rows;
+the surrogate's wall time against the GPAW time stored with each record. Figures: a parity plot
+at the maxima and DFT vs ML slices of B2 CaBa and B2 FePb (isosurfaces need scikit-image, which
+the project does not depend on; slices through the atoms show the same basins).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import maximum_filter
+
+from elf_workflows.errors import InputError
+from elf_workflows.sad import sad_density
+from elf_workflows.surrogate.data import dataset_path
+from elf_workflows.surrogate.features import gradient_expansion_elf
+from elf_workflows.surrogate.infer import SurrogateModel, load_model, predict_elf
+
+METHODS = ("surrogate", "gradient_expansion", "constant")
+FIGURE_PAIRS = (("Ba", "Ca"), ("Fe", "Pb"))
+
+
+def local_maxima(elf: np.ndarray, floor: float = 0.05) -> np.ndarray:
+    """Boolean mask of periodic local maxima (3×3×3 neighbourhood, wrap-around) with ELF > ``floor``."""
+    elf = np.asarray(elf, float)
+    return (elf >= maximum_filter(elf, size=3, mode="wrap")) & (elf > floor)
+
+
+def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Coefficient of determination 1 − SS_res/SS_tot."""
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    ss_tot = float(((y_true - y_true.mean()) ** 2).sum())
+    return 1.0 - float(((y_true - y_pred) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+
+
+def train_mean_elf(dataset, limit: int = 50) -> float:
+    """Mean ELF over (up to ``limit``) training cells: the constant baseline."""
+    values = []
+    for i, rec in enumerate(dataset.records(split="train")):
+        if i >= limit:
+            break
+        values.append(float(dataset.load(rec["id"])[1].mean()))
+    return float(np.mean(values)) if values else 0.5
+
+
+def _is_b2(structure, pair) -> bool:
+    return (len(structure) == 2 and sorted(el.symbol for el in structure.composition.elements) == list(pair)
+            and abs(structure.lattice.a - structure.lattice.b) < 1e-3 and abs(structure.lattice.a - structure.lattice.c) < 1e-3)
+
+
+def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None = None,
+             out_dir: str | Path | None = None, limit: int | None = None, log=None) -> dict:
+    """Evaluate the surrogate and both baselines on the ``split`` cells of a reference dataset.
+
+    Returns a dict with ``summary`` (per method: voxel MAE/RMSE, maxima MAE/R²), ``structures`` (rows),
+    ``speed`` and ``figures``; writes ``metrics.json``, ``per_structure.csv``, ``parity.png`` and
+    ``b2_slices.png`` under ``out_dir`` when given.
+    """
+    model = model or load_model()
+    dataset = dataset_path(data)
+    records = list(dataset.records(split=split))
+    if not records:
+        raise InputError(f"no '{split}' records in {data}")
+    if limit:
+        records = records[:limit]
+    const = train_mean_elf(dataset)
+    rows, at_max = [], {m: [] for m in ("dft", *METHODS)}
+    vox = {m: [0.0, 0.0, 0] for m in METHODS}  # sum |d|, sum d², count
+    fields = {}
+    t_ml, t_dft = [], []
+    for rec in records:
+        structure, ref, _ = dataset.load(rec["id"])
+        ref = ref.astype(float)
+        start = time.perf_counter()
+        ml = predict_elf(structure, shape=ref.shape, model=model)
+        sec = time.perf_counter() - start
+        ge = gradient_expansion_elf(sad_density(structure, ref.shape), structure.lattice)
+        preds = {"surrogate": ml, "gradient_expansion": ge, "constant": np.full_like(ref, const)}
+        mask = local_maxima(ref)
+        row = {"id": rec["id"], "formula": rec.get("formula", structure.composition.reduced_formula),
+               "source": rec.get("source", ""), "grid": "x".join(map(str, ref.shape)), "n_maxima": int(mask.sum()),
+               "ml_seconds": round(sec, 3), "dft_seconds": rec.get("seconds")}
+        at_max["dft"].append(ref[mask])
+        for m, p in preds.items():
+            d = p - ref
+            vox[m][0] += float(np.abs(d).sum()); vox[m][1] += float((d**2).sum()); vox[m][2] += d.size
+            row[f"{m}_mae"] = round(float(np.abs(d).mean()), 5)
+            row[f"{m}_max_mae"] = round(float(np.abs(d[mask]).mean()), 5) if mask.any() else None
+            at_max[m].append(p[mask])
+        rows.append(row)
+        t_ml.append(sec)
+        if rec.get("seconds"):
+            t_dft.append(float(rec["seconds"]))
+        for pair in FIGURE_PAIRS:
+            if pair not in fields and _is_b2(structure, pair):
+                fields[pair] = (row["formula"], ref, ml)
+        if log:
+            log(f"{row['formula']:>12s} {row['grid']:>10s}  MAE ML {row['surrogate_mae']:.4f}  "
+                f"GE {row['gradient_expansion_mae']:.4f}  const {row['constant_mae']:.4f}  ({sec:.2f} s)")
+    dft_max = np.concatenate(at_max["dft"])
+    summary = {}
+    for m in METHODS:
+        s_abs, s_sq, n = vox[m]
+        pm = np.concatenate(at_max[m])
+        summary[m] = {"voxel_mae": s_abs / n, "voxel_rmse": math.sqrt(s_sq / n),
+                      "maxima_mae": float(np.abs(pm - dft_max).mean()) if len(pm) else None,
+                      "maxima_r2": r2_score(dft_max, pm) if len(pm) > 1 else None}
+    ge_ratio = summary["gradient_expansion"]["voxel_mae"] / max(summary["surrogate"]["voxel_mae"], 1e-12)
+    speed = {"ml_seconds_median": float(np.median(t_ml)),
+             "dft_seconds_median": float(np.median(t_dft)) if t_dft else None,
+             "speedup_median": float(np.median(t_dft) / np.median(t_ml)) if t_dft else None}
+    result = {"split": split, "n_structures": len(rows), "n_maxima": int(len(dft_max)), "model_version": model.version,
+              "constant": const, "summary": summary, "improvement_over_gradient_expansion": ge_ratio,
+              "speed": speed, "structures": rows, "figures": {}}
+    # B2 figures: look beyond the split if the pair is not in it
+    for pair in FIGURE_PAIRS:
+        if pair in fields:
+            continue
+        for rec in dataset.records():
+            if sorted(rec.get("elements", [])) == list(pair):
+                structure, ref, _ = dataset.load(rec["id"])
+                if _is_b2(structure, pair):
+                    fields[pair] = (rec.get("formula", ""), ref.astype(float),
+                                    predict_elf(structure, shape=ref.shape, model=model))
+                    break
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "per_structure.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader(); writer.writerows(rows)
+        parity_plot(dft_max, {m: np.concatenate(at_max[m]) for m in METHODS[:2]}, summary, out_dir / "parity.png")
+        result["figures"]["parity"] = str(out_dir / "parity.png")
+        if fields:
+            slice_figure(fields, out_dir / "b2_slices.png", model.version)
+            result["figures"]["b2_slices"] = str(out_dir / "b2_slices.png")
+        result["figures"]["b2_pairs_found"] = ["".join(p) for p in fields]
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def parity_plot(dft: np.ndarray, preds: dict, summary: dict, path: Path) -> None:
+    """Predicted vs DFT ELF at the DFT local maxima."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    styles = {"gradient_expansion": ("tab:gray", "gradient expansion"), "surrogate": ("tab:blue", "U-Net surrogate")}
+    for m in ("gradient_expansion", "surrogate"):
+        color, label = styles[m]
+        s = summary[m]
+        ax.scatter(dft, preds[m], s=8, alpha=0.6, color=color,
+                   label=f"{label}: MAE {s['maxima_mae']:.3f}, R² {s['maxima_r2']:.2f}")
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set_xlim(0, 1); ax.set_ylim(0, 1)
+    ax.set_xlabel("DFT ELF at maxima"); ax.set_ylabel("predicted ELF")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def slice_figure(fields: dict, path: Path, version: str) -> None:
+    """DFT vs ML ELF side by side for each B2 cell: the (001) plane z=0, z=½ and the (1-10) diagonal plane."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(fields)
+    fig, axes = plt.subplots(n, 6, figsize=(15, 2.7 * n), squeeze=False)
+    for row, (pair, (formula, ref, ml)) in enumerate(fields.items()):
+        nz = ref.shape[2]
+        diag = lambda f: f[np.arange(f.shape[0]), np.arange(f.shape[0]) % f.shape[1], :]  # noqa: E731
+        planes = [("z=0", lambda f: f[:, :, 0]), ("z=½", lambda f: f[:, :, nz // 2]), ("(1-10)", diag)]
+        col = 0
+        for name, cut in planes:
+            for label, f in (("DFT", ref), ("ML", ml)):
+                ax = axes[row, col]
+                im = ax.imshow(cut(f).T, origin="lower", vmin=0, vmax=1, cmap="viridis")
+                ax.set_title(f"{formula} {label} {name}", fontsize=8)
+                ax.set_xticks([]); ax.set_yticks([])
+                col += 1
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="ELF")
+    fig.suptitle(f"DFT (GPAW) vs surrogate {version}", fontsize=9)
+    fig.savefig(path, dpi=100); plt.close(fig)

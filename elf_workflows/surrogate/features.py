@@ -1,0 +1,131 @@
+"""Input features of the surrogate and the gradient-expansion ELF baseline.
+
+Every feature is a rotation-invariant scalar field computed from the SAD density with the one
+FFT-derivative helper :func:`elf_workflows.grids.fft_derivative`, so the features are exactly
+periodic and carry the symmetry of the structure.
+
+The gradient-expansion (Kirzhnits; Tsirelson & Stash, Chem. Phys. Lett. 351, 142 (2002)) ELF is
+
+    τ_GE = C_F ρ^{5/3} + |∇ρ|²/(72 ρ) + ∇²ρ / 6,     τ_W = |∇ρ|²/(8 ρ),
+    D = τ_GE − τ_W ≥ 0,   D_h = C_F ρ^{5/3},   C_F = (3/10)(3π²)^{2/3},
+    ELF = 1 / (1 + (D / D_h)²)
+
+(atomic units for τ; the ratio D/D_h is dimensionless, so ρ in e/Å³ and derivatives in Å⁻¹ give the
+same ELF as bohr units).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from elf_workflows.grids import fft_derivative, reciprocal_vectors
+
+if TYPE_CHECKING:
+    from pymatgen.core import Lattice, Structure
+
+#: Thomas–Fermi constant (3/10)(3π²)^{2/3}
+C_F = 0.3 * (3 * np.pi**2) ** (2.0 / 3.0)
+#: densities below this (e/Å³) are floored before ratios are taken
+RHO_FLOOR = 1e-5
+#: names of the density channels, in order
+DENSITY_FEATURES = ("log_rho", "reduced_gradient", "reduced_laplacian", "ge_elf")
+#: names of the species channels (nearest-atom weighted element properties), in order
+SPECIES_FEATURES = ("group", "row", "electronegativity")
+FEATURE_NAMES = DENSITY_FEATURES + SPECIES_FEATURES
+N_FEATURES = len(FEATURE_NAMES)
+#: width (Å) of the Gaussian atom weights of the species channels
+SPECIES_SIGMA = 0.7
+
+
+def _derivatives(density: np.ndarray, lattice: Lattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rho = np.maximum(np.asarray(density, float), RHO_FLOOR)
+    grad = fft_derivative(density, lattice, "gradient")
+    grad2 = (grad**2).sum(0)
+    lap = fft_derivative(density, lattice, "laplacian")
+    return rho, grad2, lap
+
+
+def _ge_elf(rho: np.ndarray, grad2: np.ndarray, lap: np.ndarray) -> np.ndarray:
+    d_h = C_F * rho ** (5.0 / 3.0)
+    d = d_h + grad2 / (72.0 * rho) + lap / 6.0 - grad2 / (8.0 * rho)
+    chi = np.maximum(d, 0.0) / d_h
+    return 1.0 / (1.0 + chi**2)
+
+
+def gradient_expansion_elf(density: np.ndarray, lattice: Lattice) -> np.ndarray:
+    """Gradient-expansion (Kirzhnits / Tsirelson–Stash) ELF of a periodic density (e/Å³) on its grid.
+
+    Args:
+        density: valence density in e/Å³, shape ``(nx, ny, nz)`` on the unit-cell grid.
+        lattice: the pymatgen lattice of the cell (Å).
+
+    Returns:
+        ELF in [0, 1] on the same grid.
+    """
+    return _ge_elf(*_derivatives(density, lattice))
+
+
+def input_features(density: np.ndarray, lattice: Lattice) -> np.ndarray:
+    """The density channels from a density (e/Å³), shape ``(4, nx, ny, nz)``, float32.
+
+    Channels (:data:`DENSITY_FEATURES`), each bounded or of order one:
+
+    - ``log_rho``: ln(ρ / 1 e Å⁻³) / 4;
+    - ``reduced_gradient``: s/(1+s) with s = |∇ρ| / (2 (3π²)^{1/3} ρ^{4/3});
+    - ``reduced_laplacian``: tanh(q) with q = ∇²ρ / (4 (3π²)^{2/3} ρ^{5/3});
+    - ``ge_elf``: :func:`gradient_expansion_elf` of the density.
+    """
+    rho, grad2, lap = _derivatives(density, lattice)
+    kf = (3 * np.pi**2) ** (1.0 / 3.0)
+    s = np.sqrt(grad2) / (2 * kf * rho ** (4.0 / 3.0))
+    q = lap / (4 * kf**2 * rho ** (5.0 / 3.0))
+    out = np.stack([
+        np.log(rho) / 4.0,
+        s / (1.0 + s),
+        np.tanh(q),
+        _ge_elf(rho, grad2, lap),
+    ])
+    return out.astype(np.float32)
+
+
+def element_properties(symbol: str) -> tuple[float, float, float]:
+    """(group/18, row/7, Pauling electronegativity/4) of an element, each of order one."""
+    from pymatgen.core import Element
+
+    el = Element(symbol)
+    x = el.X if el.X == el.X else 2.0  # NaN (noble gases) → a neutral value
+    group = 3 if el.is_lanthanoid or el.is_actinoid else el.group
+    return group / 18.0, el.row / 7.0, float(x) / 4.0
+
+
+def species_features(structure: Structure, shape: tuple[int, int, int], sigma: float = SPECIES_SIGMA) -> np.ndarray:
+    """Element properties (:func:`element_properties`) spread over the cell, shape ``(3, nx, ny, nz)``.
+
+    p(r) = Σ_j p_j g(r − r_j) / Σ_j g(r − r_j) with periodic Gaussian weights g of width ``sigma`` Å
+    (Fourier superposition, exactly periodic and symmetric): the property of the nearest atoms,
+    blended smoothly between atoms of different species.
+    """
+    from elf_workflows.sad import structure_factor
+
+    G = reciprocal_vectors(structure.lattice, shape, rfft=True)
+    gauss = np.exp(-0.5 * sigma**2 * (G**2).sum(0))
+    del G
+    symbols = np.array([site.specie.symbol for site in structure])
+    frac = structure.frac_coords
+    den = np.zeros(gauss.shape, dtype=np.complex128)
+    num = np.zeros((3, *gauss.shape), dtype=np.complex128)
+    for symbol in sorted(set(symbols)):
+        sf = gauss * structure_factor(frac[symbols == symbol], shape)
+        den += sf
+        for k, p in enumerate(element_properties(symbol)):
+            num[k] += p * sf
+    weight = np.fft.irfftn(den, s=shape)
+    weight = np.maximum(weight, 1e-12 * weight.max())
+    return np.stack([np.fft.irfftn(num[k], s=shape) / weight for k in range(3)]).astype(np.float32)
+
+
+def cell_features(structure: Structure, density: np.ndarray) -> np.ndarray:
+    """All input channels (:data:`FEATURE_NAMES`) of a structure whose density (e/Å³) is given on its grid."""
+    return np.concatenate([input_features(density, structure.lattice), species_features(structure, density.shape)])

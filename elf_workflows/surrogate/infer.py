@@ -1,0 +1,209 @@
+"""Inference: structure → SAD at the model's native spacing → network → symmetry pooling → requested grid.
+
+Native grid. The network needs sizes that are multiples of ``2**(levels-1)`` (its pooling strides)
+and symmetry pooling needs a grid every space-group operator maps onto itself. :func:`native_grid`
+takes, per group of axes that rotations mix, the smallest FFT-friendly size with voxels no larger
+than the model's spacing that is a multiple of both the pooling stride and the denominators of the
+fractional translations (the rule of :func:`elf_workflows.grids.grid_for_spacing`, with the extra
+factor). Any requested grid is then reached by Fourier interpolation
+(:func:`elf_workflows.grids.fourier_interpolate`) and clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+import torch
+
+from elf_workflows.errors import EngineError, InputError
+from elf_workflows.grids import check_grid, fft_friendly, fourier_interpolate
+from elf_workflows.sad import sad_density
+from elf_workflows.surrogate.features import cell_features
+from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig, predict_grid
+from elf_workflows.surrogate.symmetry_pool import pool_cell
+from elf_workflows.symmetry import get_space_group
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+FORMAT = "elf-workflows-surrogate/1"
+SHIPPED_WEIGHTS = "surrogate.pt"
+SHIPPED_METADATA = "surrogate.json"
+
+
+@dataclass
+class SurrogateModel:
+    """A loaded surrogate: the network, its config and provenance.
+
+    Attributes:
+        net: the :class:`PeriodicUNet` (eval mode, CPU unless moved).
+        version: identifies the weights (recorded in every output).
+        metadata: what the weights were trained on, metrics, ...
+        path: where they were loaded from.
+    """
+
+    net: PeriodicUNet
+    version: str
+    metadata: dict = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.net.config
+
+
+def weights_digest(state_dict: dict) -> str:
+    """First 10 hex digits of the SHA-256 of the weights (stable across saves)."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:10]
+
+
+def save_model(net: PeriodicUNet, path: str | Path, metadata: dict | None = None, name: str = "surrogate") -> str:
+    """Write weights + config + metadata (a plain dict, loadable with ``weights_only=True``); return the version."""
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    version = f"{name}-{weights_digest(state)}"
+    payload = {"format": FORMAT, "version": version, "config": net.config.to_dict(),
+               "metadata": json.dumps(metadata or {}), "state_dict": state}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return version
+
+
+def _from_payload(payload: dict, path: str | None) -> SurrogateModel:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{path}: not an elf-workflows surrogate model file")
+    config = dict(payload["config"])
+    config.setdefault("point_channels", 0)  # files written before the pointwise branch existed
+    net = PeriodicUNet(UNetConfig(**config))
+    net.load_state_dict(payload["state_dict"])
+    net.eval()
+    return SurrogateModel(net=net, version=str(payload["version"]), metadata=json.loads(payload.get("metadata") or "{}"),
+                          path=path)
+
+
+def load_model(path: str | Path | None = None) -> SurrogateModel:
+    """Load a surrogate model file; without ``path`` the weights shipped in the package (no network)."""
+    if path is None:
+        return _load_shipped()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot read model {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    if isinstance(payload, dict) and "model" in payload and payload.get("format") != FORMAT:
+        payload = payload["model"]  # a training checkpoint
+    return _from_payload(payload, str(path))
+
+
+@lru_cache(maxsize=1)
+def _load_shipped() -> SurrogateModel:
+    ref = resources.files("elf_workflows.data").joinpath(SHIPPED_WEIGHTS)
+    if not ref.is_file():
+        raise EngineError("no surrogate weights shipped in elf_workflows/data/surrogate.pt; train one "
+                          "(elf-workflows train) and pass --model")
+    with ref.open("rb") as fh:
+        payload = torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=True)
+    return _from_payload(payload, "package:elf_workflows/data/surrogate.pt")
+
+
+def native_grid(structure: Structure, spacing: float, multiple: int, symprec: float = 1e-3) -> tuple[int, int, int]:
+    """Smallest FFT-friendly, symmetry-compatible grid with voxels ≤ ``spacing`` Å and sizes divisible by ``multiple``."""
+    group = get_space_group(structure, symprec=symprec)
+    n_min = [max(1, math.ceil(length / spacing - 1e-9)) for length in structure.lattice.abc]
+    dens = group.translation_denominators()
+    shape = [0, 0, 0]
+    for axes in group.axis_groups():
+        size = fft_friendly(max(n_min[a] for a in axes), math.lcm(multiple, *(dens[a] for a in axes)))
+        for a in axes:
+            shape[a] = size
+    return tuple(shape)  # type: ignore[return-value]
+
+
+def model_grid(structure: Structure, model: SurrogateModel) -> tuple[int, int, int]:
+    """The model's native grid for ``structure``."""
+    cfg = model.config
+    return native_grid(structure, cfg.spacing, cfg.multiple)
+
+
+def predict_native(structure: Structure, model: SurrogateModel, max_voxels: int = 160**3,
+                   core: int | None = None, pool: bool = True) -> np.ndarray:
+    """ELF on the model's native grid: SAD → features → network (tiled if large) → group average."""
+    shape = check_grid(model_grid(structure, model), n_arrays=12)
+    rho = sad_density(structure, shape)
+    feats = cell_features(structure, rho)
+    del rho
+    out = predict_grid(model.net, feats, max_voxels=max_voxels, core=core)
+    if pool:
+        out = pool_cell(out, get_space_group(structure))
+    return out
+
+
+def predict_elf(structure: Structure, shape: Iterable[int] | None = None, model: SurrogateModel | None = None,
+                **kwargs) -> np.ndarray:
+    """Surrogate ELF of ``structure`` on ``shape`` (default: the model's native grid), values in [0, 1].
+
+    Args:
+        structure: a periodic pymatgen structure.
+        shape: output grid (nx, ny, nz); the ELF is Fourier-interpolated to it from the native grid.
+        model: a :class:`SurrogateModel` (default: the shipped weights).
+        **kwargs: passed to :func:`predict_native` (``max_voxels``, ``core`` of tiles, ``pool``).
+    """
+    model = model or load_model()
+    with torch.inference_mode():
+        out = predict_native(structure, model, **kwargs)
+    if shape is not None:
+        shape = check_grid(shape, n_arrays=6)
+        if tuple(shape) != out.shape:
+            out = fourier_interpolate(out, shape)
+    return np.clip(out, 0.0, 1.0).astype(np.float64)
+
+
+def predict_many(structures: Iterable[Structure], shape: Iterable[int] | None = None,
+                 model: SurrogateModel | None = None, **kwargs) -> list[np.ndarray]:
+    """:func:`predict_elf` for many structures with one loaded model (``shape`` applies to each)."""
+    model = model or load_model()
+    return [predict_elf(s, shape=shape, model=model, **kwargs) for s in structures]
+
+
+def timed_predict(structure: Structure, shape=None, model: SurrogateModel | None = None) -> tuple[np.ndarray, float]:
+    """(ELF, wall seconds) of one prediction."""
+    start = time.perf_counter()
+    out = predict_elf(structure, shape=shape, model=model)
+    return out, time.perf_counter() - start
+
+
+def ship_model(src: str | Path, evaluation: dict | None = None, dest: str | Path | None = None) -> dict:
+    """Copy a trained model file into the package data (``surrogate.pt``) and write ``surrogate.json``.
+
+    The JSON holds the version, architecture, what the weights were trained on, and (optionally) the
+    held-out evaluation summary. Returns that metadata.
+    """
+    model = load_model(src)
+    dest = Path(dest) if dest is not None else Path(str(resources.files("elf_workflows.data")))
+    version = save_model(model.net, dest / SHIPPED_WEIGHTS, model.metadata)
+    assert version == model.version
+    meta = {"version": model.version, "format": FORMAT, "config": model.config.to_dict(),
+            "n_parameters": model.net.n_parameters(), **model.metadata}
+    if evaluation is not None:
+        meta["evaluation"] = evaluation
+    (dest / SHIPPED_METADATA).write_text(json.dumps(meta, indent=1))
+    _load_shipped.cache_clear()
+    return meta

@@ -1,0 +1,280 @@
+"""Training the surrogate on periodic patches with epoch-wise origin jitter and symmetry pooling.
+
+One epoch draws ``patches_per_epoch`` patches (cells uniformly, a fresh random origin each, the
+random stream seeded by ``(seed, epoch)`` so a resumed run repeats exactly). Each patch is seen
+through ``pool`` random patch-frame operations (:mod:`.symmetry_pool`), the predictions are rotated
+back and averaged, and the loss Σ exp(−s_i)·L_i + s_i over VOX, HIST and GRAD (:mod:`.losses`) is
+taken on the pooled prediction. After every epoch: whole-cell validation MAE (pooled over the
+space group), a checkpoint ``OUT.ckpt`` (resumable), the best weights so far in ``OUT``,
+``OUT.metrics.json`` (every term and weight per epoch) and ``OUT.loss.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from elf_workflows.errors import InputError
+from elf_workflows.surrogate.data import Cell, dataset_path, load_cells, sample_patches, split_records
+from elf_workflows.surrogate.losses import TERMS, UncertaintyWeighting, loss_terms
+from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig, predict_grid
+from elf_workflows.surrogate.symmetry_pool import rotate_patch, unrotate_patch
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (all recorded in the model metadata)."""
+
+    epochs: int = 20
+    patch_size: int = 32
+    patches_per_epoch: int = 64
+    batch_size: int = 4
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    pool: int = 1
+    clip: float = 0.5
+    pretrain_steps: int = 1500
+    seed: int = 0
+    threads: int = 2
+    device: str = "cpu"
+    val_fraction: float = 0.15
+    max_cell_voxels: int = 80**3
+    model: dict = field(default_factory=lambda: UNetConfig().to_dict())
+
+
+def _pooled_forward(net: PeriodicUNet, xs: list[np.ndarray], ops_list: list[np.ndarray], pool: int,
+                    rng: np.random.Generator, device: str) -> torch.Tensor:
+    """Prediction on a batch, pooled over ``pool`` random patch-frame operations per patch."""
+    x = torch.from_numpy(np.stack(xs)).to(device)  # (B, C, P, P, P)
+    chosen = []
+    for ops in ops_list:
+        k = min(pool, len(ops))
+        chosen.append(ops[rng.choice(len(ops), size=k, replace=False)] if k > 1 else ops[[int(rng.integers(len(ops)))]])
+    k = min(len(c) for c in chosen)
+    rotated = torch.stack([rotate_patch(x[b], chosen[b][r]) for r in range(k) for b in range(len(xs))])
+    pred = net(rotated.contiguous())  # (k*B, 1, P, P, P)
+    back = [unrotate_patch(pred[r * len(xs) + b], chosen[b][r]) for r in range(k) for b in range(len(xs))]
+    return torch.stack(back).reshape(k, len(xs), *pred.shape[1:]).mean(0)
+
+
+@torch.no_grad()
+def validate(net: PeriodicUNet, cells: list[Cell], groups: dict | None = None) -> dict:
+    """Whole-cell voxel MAE/RMSE on the native grid (pooled over the space group where ``groups`` has it)."""
+    from elf_workflows.surrogate.symmetry_pool import pool_cell
+
+    if not cells:
+        return {}
+    device = next(net.parameters()).device
+    net.eval()
+    errs, sq = [], []
+    for cell in cells:
+        if device.type == "cpu":
+            pred = predict_grid(net, cell.features)
+        else:
+            pred = net(torch.from_numpy(cell.features)[None].to(device))[0, 0].cpu().numpy()
+        if groups and cell.id in groups:
+            pred = pool_cell(pred, groups[cell.id])
+        d = pred - cell.target
+        errs.append(float(np.abs(d).mean()))
+        sq.append(float((d**2).mean()))
+    net.train()
+    return {"val_mae": float(np.mean(errs)), "val_rmse": float(math.sqrt(np.mean(sq)))}
+
+
+def _point_as_mlp(point: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The 1×1×1-convolution branch applied to rows of voxel features (as linear layers: much faster)."""
+    for layer in point:
+        if isinstance(layer, torch.nn.Conv3d):
+            x = torch.nn.functional.linear(x, layer.weight.flatten(1), layer.bias)
+        else:
+            x = layer(x)
+    return x
+
+
+def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np.random.Generator,
+                       device: str = "cpu", lr: float = 3e-3, batch: int = 8192) -> float:
+    """Fit the pointwise branch (and the head bias) on random voxels, with the U-Net head zeroed.
+
+    With the head's weights at zero the logits are ``bias + point(x)`` voxel by voxel, so this stage
+    is a cheap per-voxel regression (L1) that brings the model to the accuracy of a local model in a
+    minute; the U-Net then learns the non-local correction. Returns the last batch's MAE.
+    """
+    if net.point is None or steps <= 0:
+        return float("nan")
+    c = net.config.in_channels
+    x_all = torch.from_numpy(np.concatenate([cell.features.reshape(c, -1).T for cell in cells]))
+    y_all = torch.from_numpy(np.concatenate([cell.target.reshape(-1) for cell in cells]))
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.fill_(float(torch.logit(y_all.mean().clamp(0.02, 0.98))))
+    params = list(net.point.parameters()) + [net.head.bias]
+    opt = torch.optim.Adam(params, lr=lr)
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        idx = torch.from_numpy(rng.integers(len(y_all), size=batch))
+        x = x_all[idx].to(device)
+        pred = torch.sigmoid(net.head.bias + _point_as_mlp(net.point, x)[:, 0])
+        loss = (pred - y_all[idx].to(device)).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss-curve PNG: every term, the weighted total, the weights and the validation MAE per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for t in TERMS:
+        axes[0].semilogy(ep, [h[f"loss_{t}"] for h in history], label=t.upper())
+    if any("val_mae" in h for h in history):
+        axes[0].semilogy([h["epoch"] for h in history if "val_mae" in h],
+                         [h["val_mae"] for h in history if "val_mae" in h], "k--", label="val MAE")
+    axes[0].set_xlabel("epoch"); axes[0].set_title("loss terms"); axes[0].legend()
+    axes[1].plot(ep, [h["loss_total"] for h in history]); axes[1].set_xlabel("epoch")
+    axes[1].set_title("Σ exp(−s)·L + s")
+    for t in TERMS:
+        axes[2].semilogy(ep, [h[f"weight_{t}"] for h in history], label=f"exp(−s) {t.upper()}")
+    axes[2].set_xlabel("epoch"); axes[2].set_title("uncertainty weights"); axes[2].legend()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.9, wspace=0.3)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _outputs(out: Path) -> dict[str, Path]:
+    return {"ckpt": out.with_name(out.name + ".ckpt"), "metrics": out.with_name(out.stem + ".metrics.json"),
+            "png": out.with_name(out.stem + ".loss.png")}
+
+
+def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, resume: bool = False,
+          log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+    """Train a surrogate on a reference dataset; write the best weights to ``out``; return the metrics.
+
+    Args:
+        data: reference dataset directory (``train`` split used; ``val`` split or a carved part of
+            ``train`` for validation; ``test`` never read).
+        out: model file to write (best validation MAE); side files ``out.ckpt``, ``*.metrics.json``,
+            ``*.loss.png``.
+        config: hyper-parameters.
+        resume: continue from ``out.ckpt``.
+    """
+    from tqdm import tqdm
+
+    from elf_workflows.surrogate.infer import save_model
+    from elf_workflows.symmetry import get_space_group
+
+    cfg = config or TrainConfig()
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    out = Path(out)
+    paths = _outputs(out)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda given but no CUDA device is available")
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    mcfg = UNetConfig(**cfg.model)
+    if cfg.patch_size % mcfg.multiple:
+        raise InputError(f"patch size {cfg.patch_size} must be a multiple of {mcfg.multiple}")
+
+    dataset = dataset_path(data)
+    train_recs, val_recs = split_records(dataset, cfg.val_fraction)
+    t0 = time.perf_counter()
+    cells = load_cells(dataset, train_recs, mcfg.spacing, mcfg.multiple, cfg.max_cell_voxels)
+    val_cells = load_cells(dataset, val_recs, mcfg.spacing, mcfg.multiple, cfg.max_cell_voxels)
+    if not cells:
+        raise InputError(f"no training cells under {cfg.max_cell_voxels} native voxels in {data}")
+    groups = {rec["id"]: get_space_group(dataset.load_structure(rec["id"])) for rec in val_recs
+              if any(c.id == rec["id"] for c in val_cells)}
+    log(f"{len(cells)} training cells, {len(val_cells)} validation cells prepared in "
+        f"{time.perf_counter() - t0:.1f} s (spacing {mcfg.spacing} Å)")
+
+    net = PeriodicUNet(mcfg).to(cfg.device)
+    weighting = UncertaintyWeighting().to(cfg.device)
+    opt = torch.optim.Adam(list(net.parameters()) + list(weighting.parameters()), lr=cfg.lr,
+                           weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, cfg.epochs) / max(cfg.epochs, 1))) * 0.95 + 0.05)
+    history: list[dict] = []
+    start_epoch, best = 0, math.inf
+    if resume:
+        if not paths["ckpt"].is_file():
+            raise InputError(f"--resume given but no checkpoint {paths['ckpt']}")
+        ck = torch.load(paths["ckpt"], map_location=cfg.device, weights_only=False)
+        net.load_state_dict(ck["net"]); weighting.load_state_dict(ck["weighting"])
+        opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        history, start_epoch, best = ck["history"], ck["epoch"], ck["best"]
+        if sorted(ck.get("val_ids", [])) != sorted(c.id for c in val_cells):
+            best = math.inf  # the validation set changed (a grown dataset): old scores are not comparable
+        log(f"resumed from {paths['ckpt']} at epoch {start_epoch}")
+    log(f"model: {net.n_parameters()} parameters, {mcfg.levels} levels, {mcfg.base_channels} base channels")
+    trained_on = {"dataset": str(Path(data).resolve()), "n_train_cells": len(cells), "n_val_cells": len(val_cells),
+                  "train_formulas": sorted({c.formula for c in cells}),
+                  "val_formulas": sorted({c.formula for c in val_cells})}
+
+    if not resume and cfg.pretrain_steps > 0:
+        t_pre = time.perf_counter()
+        mae = pretrain_pointwise(net, cells, cfg.pretrain_steps, np.random.default_rng([cfg.seed, 10**6]), cfg.device)
+        log(f"pointwise branch pre-trained: {cfg.pretrain_steps} steps, voxel MAE {mae:.4f}, "
+            f"{time.perf_counter() - t_pre:.0f} s")
+    n_batches = max(1, cfg.patches_per_epoch // cfg.batch_size)
+    for epoch in range(start_epoch, cfg.epochs):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        net.train()
+        t_ep = time.perf_counter()
+        sums = np.zeros(len(TERMS)); total = 0.0
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+                   disable=not progress, leave=False)
+        for _ in bar:
+            batch = sample_patches(cells, cfg.batch_size, cfg.patch_size, rng)
+            pred = _pooled_forward(net, [b[0] for b in batch], [b[2] for b in batch], cfg.pool, rng, cfg.device)
+            target = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(cfg.device)
+            terms = loss_terms(pred, target)
+            loss = weighting(terms)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+            opt.step()
+            sums += terms.detach().cpu().numpy(); total += float(loss.detach())
+            bar.set_postfix(vox=f"{terms[0].item():.4f}")
+        sched.step()
+        row = {"epoch": epoch + 1, "seconds": time.perf_counter() - t_ep, "lr": opt.param_groups[0]["lr"],
+               "loss_total": total / n_batches}
+        for t, v, w, s in zip(TERMS, sums / n_batches, weighting.weights(), weighting.log_vars.tolist()):
+            row[f"loss_{t}"], row[f"weight_{t}"], row[f"s_{t}"] = float(v), float(w), float(s)
+        row.update(validate(net, val_cells, groups))
+        history.append(row)
+        score = row.get("val_mae", row["loss_vox"])
+        improved = score < best
+        if improved:
+            best = score
+            meta = {"trained_on": trained_on, "train_config": asdict(cfg), "epoch": epoch + 1,
+                    "val_mae": row.get("val_mae"), "train_loss_vox": row["loss_vox"],
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            version = save_model(net.cpu(), out, meta)
+            net.to(cfg.device)
+            row["saved_version"] = version
+        log(" ".join([f"epoch {epoch + 1:3d}", f"total {row['loss_total']:.4f}"]
+                     + [f"{t.upper()} {row[f'loss_{t}']:.4f} (w {row[f'weight_{t}']:.2f})" for t in TERMS]
+                     + ([f"val MAE {row['val_mae']:.4f}"] if "val_mae" in row else [])
+                     + [f"{row['seconds']:.0f} s", "*" if improved else ""]))
+        torch.save({"net": net.state_dict(), "weighting": weighting.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best,
+                    "config": asdict(cfg), "val_ids": [c.id for c in val_cells]}, paths["ckpt"])
+        metrics = {"history": history, "best_val_mae": best if math.isfinite(best) else None,
+                   "trained_on": trained_on, "config": asdict(cfg), "n_parameters": net.n_parameters()}
+        paths["metrics"].write_text(json.dumps(metrics, indent=1))
+        if epoch + 1 == cfg.epochs or (epoch + 1) % 10 == 0:
+            plot_history(history, paths["png"])
+    return json.loads(paths["metrics"].read_text()) if paths["metrics"].is_file() else {"history": history}

@@ -1,0 +1,99 @@
+"""Template score: the formula on known attractors, and the ``score`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from elf_workflows.templates import score_template
+from elf_workflows.templates.attractors import Attractor
+from elf_workflows.templates.score import localisation_weight, score_attractors
+from test_attractors import OCTA, TETRA, gaussians
+
+
+def _att(kind, elf, electrons, multiplicity, laplacian=-1.0):
+    return Attractor(kind=kind, frac_coords=[0, 0, 0], cart_coords=[0, 0, 0], elf=elf, electrons=electrons,
+                     volume=1.0, multiplicity=multiplicity, wyckoff="?", site_symmetry="?", density=0.1,
+                     laplacian=laplacian)
+
+
+def test_score_formula_on_hand_made_attractors(fcc_la):
+    atts = [_att("interstitial", 0.8, 1.5, 4), _att("interstitial", 0.45, 2.0, 8), _att("atomic", 0.95, 9.0, 24)]
+    score, metrics = score_attractors(fcc_la, atts)
+    # (4 × 1.5 × 0.6 + 8 × 2.0 × 0) / 4 La; the atomic shell never counts, however high its ELF
+    assert score == pytest.approx(0.9)
+    assert metrics["interstitial_electrons"] == pytest.approx(22.0)
+    assert metrics["interstitial_fraction"] == pytest.approx(22.0 / 44.0)
+    assert metrics["max_interstitial_elf"] == pytest.approx(0.8)
+    assert (metrics["n_interstitial"], metrics["n_atomic"]) == (2, 1)
+    assert localisation_weight([0.3, 0.5, 0.75, 1.0, 1.2]).tolist() == [0, 0, 0.5, 1.0, 1.0]
+
+
+def test_score_of_an_analytic_template_matches_its_basins(fcc_la):
+    shape = (44, 44, 44)
+    elf = 0.3 + gaussians(fcc_la, shape, OCTA, 0.5, 0.5) + gaussians(fcc_la, shape, TETRA, 0.4, 0.4)
+    rho = np.full(shape, 44 / fcc_la.volume)  # uniform: basin electrons = basin volume × ρ
+    result = score_template(fcc_la, elf, rho, density_source="scf")
+    octa, tetra = result.attractors
+    expected = (4 * octa.volume * localisation_weight(octa.elf) + 8 * tetra.volume * localisation_weight(tetra.elf)) \
+        * 44 / fcc_la.volume / 4
+    assert result.score == pytest.approx(float(expected), rel=1e-5)
+    assert result.density_source == "scf"
+    assert 4 * octa.electrons + 8 * tetra.electrons == pytest.approx(44, rel=1e-5)
+    # a uniform density has zero Laplacian: no electride site, whatever the ELF and charge
+    assert not any(a.electride_site for a in result.attractors)
+    assert result.metrics["n_electride_sites"] == 0
+
+
+def test_electride_site_needs_negative_laplacian(fcc_la):
+    shape = (44, 44, 44)
+    elf = 0.3 + gaussians(fcc_la, shape, OCTA, 0.6, 0.6)
+    rho = 0.02 + gaussians(fcc_la, shape, OCTA, 0.1, 0.7)  # a density maximum at 4b: ∇²ρ < 0
+    result = score_template(fcc_la, elf, rho, density_source="scf")
+    octa = result.attractors[0]
+    assert octa.wyckoff == "4b" and octa.laplacian < 0 and octa.electrons > 0.9
+    assert octa.electride_site and result.metrics["n_electride_sites"] == 4
+    sad = score_template(fcc_la, elf)  # SAD: a superposition of atoms has ∇²ρ > 0 in the void
+    assert sad.density_source == "sad" and sad.attractors[0].laplacian > 0 and not sad.attractors[0].electride_site
+
+
+def test_score_command_json(tmp_path, fcc_la, capsys):
+    from elf_workflows.cli import main
+    from elf_workflows.io import write_chgcar, write_elfcar
+
+    shape = (44, 44, 44)
+    elf = 0.3 + gaussians(fcc_la, shape, OCTA, 0.5, 0.5) + gaussians(fcc_la, shape, TETRA, 0.4, 0.4)
+    rho = np.full(shape, 44 / fcc_la.volume)
+    fcc_la.to(filename=str(tmp_path / "POSCAR"))
+    write_elfcar(fcc_la, elf, tmp_path / "ELFCAR")
+    write_chgcar(fcc_la, rho, tmp_path / "CHGCAR")
+    code = main(["score", str(tmp_path / "POSCAR"), "--elf", str(tmp_path / "ELFCAR"),
+                 "--density", str(tmp_path / "CHGCAR"), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out)  # stdout is JSON only
+    assert report["density_source"] == "chgcar"
+    direct = score_template(fcc_la, elf, rho)
+    assert report["score"] == pytest.approx(direct.score, rel=1e-4)
+    first = report["attractors"][0]
+    for key in ("kind", "frac_coords", "elf", "electrons", "volume", "multiplicity", "wyckoff"):
+        assert key in first
+    assert first["kind"] == "interstitial" and first["multiplicity"] == 4 and first["wyckoff"] == "4b"
+    assert sum(a["multiplicity"] * a["electrons"] for a in report["attractors"]) == pytest.approx(44, rel=1e-4)
+
+
+def test_score_command_bad_input(tmp_path, fcc_la, capsys):
+    from elf_workflows.cli import main
+    from elf_workflows.io import write_elfcar
+
+    fcc_la.to(filename=str(tmp_path / "POSCAR"))
+    other = fcc_la.copy()
+    other.scale_lattice(fcc_la.volume * 1.2)
+    write_elfcar(other, np.full((8, 8, 8), 0.5), tmp_path / "ELFCAR")
+    assert main(["score", str(tmp_path / "POSCAR"), "--elf", str(tmp_path / "ELFCAR")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "another cell" in err[0]
+    assert main(["score", str(tmp_path / "nope.vasp"), "--elf", str(tmp_path / "ELFCAR")]) == 1
+    assert capsys.readouterr().err.startswith("error: file not found")

@@ -1,0 +1,136 @@
+"""Screening: idempotent reruns, kill-and-resume, per-template failures, the screen/show commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from elf_workflows.screening import register_engine, screen_sublattices
+from elf_workflows.store import TemplateStore
+
+SHAPE = (16, 16, 16)
+
+
+def void_elf(structure: Structure):
+    """A cheap analytic engine: an ELF-like field high where the SAD density is low (the voids)."""
+    from elf_workflows.sad import sad_density
+
+    rho = sad_density(structure, SHAPE)
+    elf = 0.25 + 0.6 * (1 - rho / rho.max())
+    return elf, None, {"settings": {"grid": list(SHAPE)}, "model_version": "analytic-1"}
+
+
+def entries():
+    out = []
+    for el, proto, a in [("Ca", "fcc", 4.4), ("Y", "fcc", 4.3), ("La", "fcc", 4.6), ("Ca", "bcc", 3.5),
+                         ("La", "bcc", 3.7)]:
+        if proto == "fcc":
+            s = Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), [el], [[0, 0, 0]])
+        else:
+            h = a / 2
+            s = Structure(Lattice([[-h, h, h], [h, -h, h], [h, h, -h]]), [el], [[0, 0, 0]])
+        out.append({"structure": s.as_dict(), "prototype": proto, "pressure_gpa": 100.0,
+                    "volume_per_atom": s.volume, "template_id": f"{el}-{proto}-100GPa", "eos_source": "test"})
+    return out
+
+
+@pytest.fixture(autouse=True)
+def analytic_engine():
+    register_engine("analytic", void_elf)
+
+
+def test_screen_is_idempotent(tmp_path):
+    with TemplateStore.from_spec(tmp_path / "db") as store:
+        first = screen_sublattices(entries(), store, engine="analytic", progress=False)
+        assert len(first.computed) == 5 and not first.skipped and not first.failed
+        docs = {d.template_id: d for d in (store.get(e["template_id"]) for e in entries())}
+        second = screen_sublattices(entries(), store, engine="analytic", progress=False)
+        assert second.computed == [] and len(second.skipped) == 5
+        assert store.count() == 5
+        again = store.get("La-fcc-100GPa")
+        assert again.created_at == docs["La-fcc-100GPa"].created_at  # not recomputed
+        doc = docs["La-fcc-100GPa"]
+        assert doc.elf_source.model_version == "analytic-1" and doc.elf_source.density_source == "sad"
+        assert doc.elements == ["La"] and doc.prototype == "fcc" and doc.spacegroup == "Fm-3m"
+        assert doc.timings.elf is not None and doc.timings.score is not None
+        inter = [a for a in doc.attractors if a.kind == "interstitial"]
+        assert "4b" in {a.wyckoff for a in inter} and {a.wyckoff for a in inter} <= {"4b", "8c"}
+        # the basins of all attractors hold the 11 valence electrons of La (SAD)
+        assert sum(a.multiplicity * a.electrons for a in doc.attractors) == pytest.approx(11.0, rel=1e-4)
+        assert store.load_grid(doc, "elf").shape == SHAPE
+
+
+def test_kill_and_resume(tmp_path):
+    calls = []
+
+    def dies_on_third(structure):
+        calls.append(structure.composition.reduced_formula)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process is killed while the third template is in flight
+        return void_elf(structure)
+
+    with TemplateStore.from_spec(tmp_path / "db") as store:
+        with pytest.raises(KeyboardInterrupt):
+            screen_sublattices(entries(), store, engine="analytic", engine_fn=dies_on_third, progress=False)
+        assert store.count() == 2  # the two finished templates, nothing half-written
+        resumed = screen_sublattices(entries(), store, engine="analytic", progress=False)
+        assert len(resumed.skipped) == 2 and len(resumed.computed) == 3
+        assert store.count() == 5
+        assert store.stored_keys("analytic") == {(e["template_id"], "analytic") for e in entries()}
+
+
+def test_a_failing_template_is_recorded_and_the_rest_stored(tmp_path):
+    def fails_for_y(structure):
+        if "Y" in structure.composition:
+            raise RuntimeError("SCF did not converge")
+        return void_elf(structure)
+
+    with TemplateStore.from_spec(tmp_path / "db") as store:
+        summary = screen_sublattices(entries(), store, engine="analytic", engine_fn=fails_for_y, progress=False)
+        assert summary.failed == {"Y-fcc-100GPa": "SCF did not converge"}
+        assert store.count() == 4
+        assert len(screen_sublattices(entries(), store, engine="analytic", progress=False).computed) == 1
+
+
+def test_screen_rank_show_commands(tmp_path, monkeypatch, capsys):
+    from elf_workflows.cli import main
+    from elf_workflows.io import read_elfcar
+
+    def generate(elements, prototypes, pressures, binaries=False):
+        return [e for e in entries() if e["template_id"].split("-")[0] in elements
+                and e["prototype"] in prototypes]
+
+    fake = types.ModuleType("elf_workflows.sublattices")
+    fake.generate_sublattices = generate
+    monkeypatch.setitem(sys.modules, "elf_workflows.sublattices", fake)
+    store = str(tmp_path / "db")
+    argv = ["screen", "--elements", "Ca,La", "--prototypes", "fcc,bcc", "--pressures", "100",
+            "--engine", "analytic", "--store", store]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "4 computed" in err
+    assert main(argv + ["--no-progress"]) == 0
+    assert "0 computed, 4 already stored" in capsys.readouterr().err
+    assert main(["rank", "--store", store, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4 and [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    best = rows[0]["template_id"]
+    assert main(["show", best, "--store", store, "--elfcar", str(tmp_path / "ELFCAR")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["template_id"] == best and doc["score"] == rows[0]["score"]
+    structure, elf = read_elfcar(tmp_path / "ELFCAR")
+    assert elf.shape == SHAPE and structure.composition.reduced_formula == doc["formula"]
+    assert main(["screen", "--elements", "La", "--prototypes", "fcc", "--pressures", "100", "--engine", "nope",
+                 "--store", store]) == 1
+    assert capsys.readouterr().err.startswith("error: unknown ELF engine 'nope'")
+    assert main(["screen", "--elements", "La", "--prototypes", "fcc", "--pressures", "x", "--store", store]) == 1
+    assert "not a number" in capsys.readouterr().err
+    assert main(["screen", "--elements", "La", "--prototypes", "fcc", "--pressures", "100", "--engine", "analytic",
+                 "--store", "mongodb://127.0.0.1:1"]) == 1
+    assert capsys.readouterr().err.startswith("error: cannot reach store")
+    assert main(["show", "missing-id", "--store", store]) == 1
+    assert capsys.readouterr().err.startswith("error: no template 'missing-id'")

@@ -1,0 +1,235 @@
+"""Surrogate: features, periodic U-Net equivariance, symmetry pooling, tiling, losses, training, shipped weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from elf_workflows.grids import fourier_interpolate
+from elf_workflows.sad import sad_density
+from elf_workflows.surrogate import SurrogateModel, gradient_expansion_elf, load_model, native_grid, predict_elf
+from elf_workflows.surrogate.features import N_FEATURES, species_features
+from elf_workflows.surrogate.losses import UncertaintyWeighting, grad_loss, hist_loss, soft_histogram
+from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig, predict_grid
+from elf_workflows.surrogate.symmetry_pool import (
+    group_patch_operations,
+    patch_operations,
+    rotate_patch,
+    unrotate_patch,
+)
+from elf_workflows.symmetry import get_space_group, symmetry_error
+
+torch.set_num_threads(1)
+
+
+def b2(a=3.9, A="Ca", B="Ba"):
+    return Structure(Lattice.cubic(a), [A, B], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def random_model(seed=0, **kw) -> SurrogateModel:
+    torch.manual_seed(seed)
+    net = PeriodicUNet(UNetConfig(**kw))
+    with torch.no_grad():  # make the random net far from constant
+        for p in net.parameters():
+            p.mul_(2.0)
+    return SurrogateModel(net=net.eval(), version="test-random")
+
+
+# ---------------------------------------------------------------- features
+def test_gradient_expansion_elf_uniform_gas_is_half():
+    rho = np.full((8, 8, 8), 0.05)
+    assert np.allclose(gradient_expansion_elf(rho, Lattice.cubic(4.0)), 0.5, atol=1e-12)
+
+
+def test_gradient_expansion_elf_matches_analytic_gaussian():
+    # ρ = A exp(−α r²): |∇ρ|² = 4α² r² ρ², ∇²ρ = (4α² r² − 6α) ρ (periodic images negligible in a 12 Å box)
+    L, n, alpha, A = 12.0, 64, 0.8, 2.0
+    x = (np.arange(n) / n - 0.5) * L
+    X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
+    r2 = X**2 + Y**2 + Z**2
+    rho = A * np.exp(-alpha * r2) + 1e-3  # + a uniform background keeps every ratio finite
+    ge = gradient_expansion_elf(rho, Lattice.cubic(L))
+    cf = 0.3 * (3 * np.pi**2) ** (2 / 3)
+    g2 = 4 * alpha**2 * r2 * (rho - 1e-3) ** 2
+    lap = (4 * alpha**2 * r2 - 6 * alpha) * (rho - 1e-3)
+    d = cf * rho ** (5 / 3) + g2 / (72 * rho) + lap / 6 - g2 / (8 * rho)
+    expected = 1 / (1 + (np.maximum(d, 0) / (cf * rho ** (5 / 3))) ** 2)
+    inner = r2 < 2.5**2
+    assert np.abs(ge - expected)[inner].max() < 2e-4
+    assert 0.0 <= ge.min() and ge.max() <= 1.0
+
+
+def test_species_features_are_nearest_atom_properties():
+    from elf_workflows.surrogate.features import element_properties
+
+    k = Structure(Lattice.cubic(3.0), ["K"], [[0, 0, 0]])
+    f = species_features(k, (12, 12, 12))
+    assert np.allclose(f, np.array(element_properties("K"))[:, None, None, None], atol=1e-6)
+    s = b2(3.9)
+    f = species_features(s, (20, 20, 20))
+    assert np.allclose(f[:, 0, 0, 0], element_properties("Ca"), atol=2e-3)  # Ca at the origin
+    assert np.allclose(f[:, 10, 10, 10], element_properties("Ba"), atol=2e-3)  # Ba at the body centre
+    assert max(symmetry_error(c, s) for c in f) < 1e-9
+
+
+# ------------------------------------------------------- equivariance / pooling
+def test_origin_shift_equivariance_on_commensurate_shifts():
+    model = random_model()
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(N_FEATURES, 16, 12, 20)).astype(np.float32)
+    base = predict_grid(model.net, feats)
+    for shift in [(4, 0, 0), (0, 8, 4), (12, 4, 16)]:
+        shifted = predict_grid(model.net, np.roll(feats, shift, axis=(1, 2, 3)))
+        assert np.abs(shifted - np.roll(base, shift, axis=(0, 1, 2))).max() < 1e-5
+    # an odd shift is not commensurate with the pooling: the raw network is not exactly equivariant there
+    odd = predict_grid(model.net, np.roll(feats, (1, 0, 0), axis=(1, 2, 3)))
+    assert np.abs(odd - np.roll(base, (1, 0, 0), axis=(0, 1, 2))).max() > 1e-4
+
+
+@pytest.mark.parametrize("structure", [
+    b2(),
+    Structure(Lattice.cubic(4.2), ["La"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]),
+    Structure(Lattice.hexagonal(2.6, 4.2), ["Y", "Y"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]]),
+])
+def test_space_group_invariance_of_prediction(structure):
+    model = random_model()
+    elf = predict_elf(structure, model=model)
+    shape = elf.shape
+    assert all(n % model.config.multiple == 0 for n in shape)
+    group = get_space_group(structure)
+    assert group.is_grid_compatible(shape).all()
+    assert symmetry_error(elf, group) < 1e-6
+    raw = predict_elf(structure, model=model, pool=False)
+    assert symmetry_error(raw, group) > 1e-5  # the pooling, not luck, makes it symmetric
+    assert 0.0 <= elf.min() and elf.max() <= 1.0
+    # the same cell with its origin moved by a lattice-commensurate vector gives the moved field
+    moved = structure.copy()
+    moved.translate_sites(range(len(moved)), [4 / shape[0], 0, 0], frac_coords=True)
+    assert np.abs(predict_elf(moved, model=model) - np.roll(elf, 4, axis=0)).max() < 1e-5
+
+
+def test_native_grid_multiple_and_requested_grid():
+    s = Structure(Lattice.hexagonal(2.6, 4.2), ["Y", "Y"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    shape = native_grid(s, 0.2, 4)
+    assert shape[0] == shape[1] and all(n % 4 == 0 for n in shape)
+    assert all(length / n <= 0.2 + 1e-9 for length, n in zip(s.lattice.abc, shape))
+    model = random_model()
+    out = predict_elf(s, shape=(18, 18, 30), model=model)
+    native = predict_elf(s, model=model)
+    assert out.shape == (18, 18, 30)
+    assert np.allclose(out, np.clip(fourier_interpolate(native, (18, 18, 30)), 0, 1), atol=1e-6)
+
+
+def test_tiled_equals_untiled():
+    rng = np.random.default_rng(2)
+    small = random_model(levels=2, convs_per_level=1)  # halo 6: many tiles stay cheap
+    for shape in [(24, 24, 24), (40, 32, 20)]:
+        feats = rng.normal(size=(N_FEATURES, *shape)).astype(np.float32)
+        full = predict_grid(small.net, feats)
+        tiled = predict_grid(small.net, feats, core=8)
+        assert np.abs(full - tiled).max() < 1e-5
+    model = random_model()  # the shipped architecture, two tiles of 16 + 2×28 voxels
+    feats = rng.normal(size=(N_FEATURES, 32, 16, 16)).astype(np.float32)
+    assert np.abs(predict_grid(model.net, feats) - predict_grid(model.net, feats, core=16)).max() < 1e-5
+    # a halo below the receptive radius is not identical: the halo is needed
+    cfg = small.config
+    assert cfg.halo() >= cfg.receptive_radius()
+    x = torch.from_numpy(rng.normal(size=(1, N_FEATURES, 24, 24, 24)).astype(np.float32))
+    with torch.no_grad():
+        a = small.net(x)[0, 0, 8:16, 8:16, 8:16]
+        b = small.net(x[:, :, 6:18, 6:18, 6:18])[0, 0, 2:10, 2:10, 2:10]  # halo 2 < 6
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_patch_rotation_matches_index_formula_and_inverts():
+    x = torch.arange(4 * 4 * 4, dtype=torch.float32).reshape(1, 4, 4, 4)
+    c = 1.5
+    ops = patch_operations(np.eye(3) * 4.0, (4, 4, 4))
+    assert len(ops) == 48 and np.array_equal(ops[0], np.eye(3))
+    for S in ops[::5]:
+        y = rotate_patch(x, S)
+        for j in [(0, 1, 2), (3, 0, 1), (2, 2, 3)]:
+            k = np.rint(S @ (np.array(j) - c) + c).astype(int)
+            assert y[0][j].item() == x[0][tuple(k)].item()
+        assert torch.equal(unrotate_patch(y, S), x)
+
+
+def test_patch_operations_follow_the_voxel_metric():
+    assert len(patch_operations(np.diag([4.0, 4.0, 6.0]), (20, 20, 30))) == 48  # cubic voxels
+    assert len(patch_operations(np.diag([4.0, 4.0, 6.0]), (20, 20, 20))) == 16  # tetragonal voxels
+    hexa = Lattice.hexagonal(2.6, 4.2).matrix
+    assert len(patch_operations(hexa, (12, 12, 20))) == 8
+    # a B2 cell: its 48 point operations are all signed permutations in the cell frame
+    assert len(group_patch_operations(b2(), (20, 20, 20))) == 48
+
+
+# ---------------------------------------------------------------- losses
+def test_soft_histogram_analytic():
+    bins = 20
+    c = 0.37
+    h = soft_histogram(torch.full((1, 1000), c), bins)[0].numpy()
+    centres = (np.arange(bins) + 0.5) / bins
+    w = np.exp(-0.5 * ((c - centres) * bins) ** 2)
+    assert np.allclose(h, w / w.sum(), atol=1e-6)
+    ramp = torch.linspace(0, 1, 200001)[None]
+    hr = soft_histogram(ramp, bins)[0].numpy()
+    assert np.allclose(hr[5:-5], 1 / bins, rtol=2e-4)  # uniform values → flat interior
+    assert abs(hr.sum() - 1) < 1e-6
+
+
+def test_hist_loss_values():
+    a = torch.full((2, 1, 8, 8, 8), 0.1)
+    b = torch.full((2, 1, 8, 8, 8), 0.9)
+    assert hist_loss(a, a).item() == pytest.approx(0.0, abs=1e-7)
+    assert hist_loss(a, b).item() == pytest.approx(1.0, abs=1e-6)  # disjoint distributions
+    # a voxel permutation changes no histogram
+    x = torch.rand(1, 1, 8, 8, 8)
+    perm = x.flatten()[torch.randperm(512)].reshape(x.shape)
+    assert hist_loss(x, perm).item() < 1e-6
+
+
+def test_grad_loss_analytic_ramp():
+    n, alpha = 10, 0.03
+    i = torch.arange(n, dtype=torch.float64)
+    ramp = (alpha * i)[:, None, None].expand(n, n, n)[None, None]
+    zero = torch.zeros_like(ramp)
+    assert grad_loss(ramp, zero).item() == pytest.approx(alpha / 3, rel=1e-12)  # one axis of three
+    assert grad_loss(ramp + 0.4, ramp).item() == pytest.approx(0.0, abs=1e-12)  # offsets have no gradient
+    # sin along z: mean |Δ sin(k j)| over whole periods
+    k = 2 * np.pi / n
+    s = torch.sin(k * i)[None, None, :].expand(n, n, n)[None, None]
+    expected = np.abs(np.diff(np.sin(k * np.arange(n)))).mean() / 3
+    assert grad_loss(s, zero).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_uncertainty_weights_move_towards_log_loss():
+    w = UncertaintyWeighting()
+    opt = torch.optim.Adam(w.parameters(), lr=0.05)
+    losses = torch.tensor([0.02, 0.3, 0.005])
+    for _ in range(600):
+        opt.zero_grad()
+        w(losses).backward()
+        opt.step()
+    # the minimum of exp(−s)·L + s is at s = ln L
+    assert np.allclose(w.log_vars.detach().numpy(), np.log(losses.numpy()), atol=0.05)
+    assert np.allclose(w.weights(), 1 / losses.numpy(), rtol=0.06)
+
+
+# ---------------------------------------------------------------- shipped weights
+def test_shipped_weights_load_and_predict():
+    model = load_model()
+    assert model.version and isinstance(model.version, str)
+    assert model.net.n_parameters() < 1_000_000
+    s = b2(3.6, "Fe", "Pb")
+    elf = predict_elf(s, model=model)
+    assert 0.0 <= elf.min() and elf.max() <= 1.0
+    assert elf.std() > 0.05  # a trained field, not a constant
+    assert symmetry_error(elf, s) < 1e-6
+    # ELF is low right at a heavy nucleus' valence shell minimum and not saturated everywhere
+    assert 0.2 < elf.mean() < 0.9
+    meta = json.loads((__import__("importlib").resources.files("elf_workflows.data") / "surrogate.json").read_text())
+    assert meta["version"] == model.version
