@@ -118,7 +118,7 @@ def report(data: dict) -> None:
     """Markdown tables for docs/sublattices.md: the GPAW fits against the CHGNet table, and against the
     500 eV / Fermi–Dirac 0.1 eV energies of ``eos_validation_gpaw.json`` (a cutoff/smearing check)."""
     table = load_eos_table()["elements"]
-    print("| element / prototype | points, P range (GPa) | V0, B0, B0′ (GPAW) | max abs ΔV/V | "
+    print("| element / prototype | points, secant P range (GPa) | Vinet summary V0, B0, B0′ (max abs ΔV/V) | "
           "V 0 GPa GPAW / CHGNet (err) | V 100 GPa | V 150 GPa | V 200 GPa |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     for symbol, entry in data["elements"].items():

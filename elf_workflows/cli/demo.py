@@ -57,7 +57,7 @@ def demo(
     prototypes: str = typer.Option(DEMO_PROTOTYPES, "--prototypes", help="Prototypes, comma-separated."),
     pressures: str = typer.Option(DEMO_PRESSURES, "--pressures", help="Pressures in GPa, comma-separated."),
     top: int = typer.Option(15, "--top", min=1, help="Rows of the ranked table printed and reported."),
-    dft_check: int = typer.Option(2, "--dft-check", min=0,
+    dft_check: int = typer.Option(1, "--dft-check", min=0,
                                   help="Check the best N templates with GPAW (loose settings, primitive cells) "
                                        "for the parity plot; 0 skips it."),
     gpaw_settings: str = typer.Option("loose", "--gpaw-settings", help="GPAW preset of the check."),

@@ -203,8 +203,8 @@ def eos_volume(par: dict, pressure_gpa: float) -> float:
     ≲ 1 % in V). Outside the scanned pressures (above the highest; below the lowest, ≲ 1 GPa):
     Murnaghan continued from the end point with the local bulk modulus and B′ of the three end
     secants (B′ clipped to [2, 8]). A single Vinet form cannot follow the PBE E(V) of La or K
-    over 0.1–1.05·V0 (s→d transfer under compression): its volume errors reach 3 % (La) and 11 % (K at
-    83 GPa); the fitted Vinet parameters are stored as a summary only.
+    over 0.1–1.05·V0 (s→d transfer under compression): its volume errors reach 3 % (La) and 14 % (K);
+    the fitted Vinet parameters are stored as a summary only.
     """
     table = _secant_table(par)
     if table is None:
