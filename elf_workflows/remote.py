@@ -223,3 +223,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def add_submit_arguments(parser) -> None:
+    """The jobflow-remote options every ``flows/`` script shares: ``--submit``, ``--project``, ``--worker``."""
+    remote = parser.add_argument_group("jobflow-remote")
+    remote.add_argument("--submit", action="store_true", help="submit through jobflow-remote instead of running here")
+    remote.add_argument("--project", default=None, help="jobflow-remote project (default: the current one)")
+    remote.add_argument("--worker", default=None, help="worker of the project (default: its first)")
+
+
+def quiet_library_warnings() -> None:
+    """Silence the deprecation chatter of pymatgen/jobflow in the ``flows/`` scripts' output."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from elf_workflows.remote import add_submit_arguments, quiet_library_warnings
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -34,19 +36,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "Default: $ELF_WORKFLOWS_STORE, else ./elf_store")
     parser.add_argument("--top", type=int, default=20, help="rows of the ranking to print (default 20)")
     parser.add_argument("--json", action="store_true", help="print the ranking as JSON on standard output")
-    remote = parser.add_argument_group("jobflow-remote")
-    remote.add_argument("--submit", action="store_true", help="submit through jobflow-remote instead of running here")
-    remote.add_argument("--project", default=None, help="jobflow-remote project (default: the current one)")
-    remote.add_argument("--worker", default=None, help="worker of the project (default: its first)")
+    add_submit_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import warnings
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_library_warnings()
     import json
 
     from elf_workflows.errors import ElfWorkflowsError

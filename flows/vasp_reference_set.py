@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from elf_workflows.remote import add_submit_arguments, quiet_library_warnings
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
@@ -28,19 +30,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gpaw-settings", default="default", help="GPAW preset: default, training, loose")
     parser.add_argument("--split", choices=("train", "val", "test"), default="train", help="split of the records")
     parser.add_argument("--store", default=None, help="local JobStore location (directory or mongodb:// URI)")
-    remote = parser.add_argument_group("jobflow-remote")
-    remote.add_argument("--submit", action="store_true", help="submit through jobflow-remote instead of running here")
-    remote.add_argument("--project", default=None, help="jobflow-remote project (default: the current one)")
-    remote.add_argument("--worker", default=None, help="worker of the project (default: its first)")
+    add_submit_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import warnings
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_library_warnings()
     import json
     from pathlib import Path
 
