@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -57,14 +56,6 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --epochs, --batch-size and --patch must be positive"
 
 
-def _has_sublattices() -> bool:
-    try:
-        return hasattr(importlib.import_module("elf_workflows.sublattices"), "generate_sublattices")
-    except ImportError:
-        return False
-
-
-@pytest.mark.skipif(not _has_sublattices(), reason="elf_workflows.sublattices.generate_sublattices is not available")
 def test_screen_templates_runs_locally_into_the_embedded_store(tmp_path, capsys):
     store = tmp_path / "elf_store"
     code = _script("screen_templates.py").main(["--elements", "Al", "--prototypes", "fcc,bcc", "--pressures", "100",
@@ -81,14 +72,6 @@ def test_screen_templates_runs_locally_into_the_embedded_store(tmp_path, capsys)
     assert [r["template_id"] for r in rows] == [r["template_id"] for r in ranked]
 
 
-def _has_surrogate() -> bool:
-    from importlib import resources
-
-    return resources.files("elf_workflows.data").joinpath("surrogate.pt").is_file()
-
-
-@pytest.mark.skipif(not (_has_sublattices() and _has_surrogate()),
-                    reason="the demo needs elf_workflows.sublattices and the shipped surrogate")
 def test_demo_command_screens_prints_and_reports(tmp_path, capsys):
     """``elf-workflows demo`` (what ``make demo`` runs) on a small set, without the GPAW check."""
     from elf_workflows.cli import main

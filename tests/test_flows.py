@@ -7,10 +7,8 @@ counts, the engine's own grid, ordering), and once with the shipped surrogate an
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import warnings
-from importlib import resources
 
 import numpy as np
 import pytest
@@ -139,13 +137,6 @@ def test_select_for_dft_takes_top_then_least_certain():
         ("t0", "top"), ("t2", "top"), ("t1", "uncertain"), ("t3", "uncertain")]
 
 
-needs_sublattices = pytest.mark.skipif(
-    importlib.util.find_spec("elf_workflows.sublattices") is None
-    or not hasattr(importlib.import_module("elf_workflows.sublattices"), "generate_sublattices"),
-    reason="elf_workflows.sublattices.generate_sublattices is not available")
-
-
-@needs_sublattices
 def test_template_screening_maker_end_to_end():
     """The contract: ``TemplateScreeningMaker().make(elements, prototypes, pressures)`` → Flow."""
     flow = TemplateScreeningMaker(engine="gradient-expansion").make(["Ca", "Al"], ["fcc", "bcc"], [150])
@@ -161,11 +152,6 @@ def test_template_screening_maker_end_to_end():
     assert store.additional_stores["data"].count() == 2 * len(ranked)
 
 
-SHIPPED = resources.files("elf_workflows.data").joinpath("surrogate.pt")
-
-
-@needs_sublattices
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="no surrogate shipped in elf_workflows/data/surrogate.pt")
 def test_screening_with_the_shipped_surrogate():
     from elf_workflows.surrogate import load_model, predict_elf
 
@@ -315,7 +301,6 @@ def test_flows_serialise_for_jobflow_remote():
     assert list(back.jobs[0].function_args) == [["La", "Y"], ["fcc"], [150.0]]
 
 
-@needs_sublattices
 @pytest.mark.slow
 @pytest.mark.gpaw
 def test_active_learning_loop_with_gpaw_and_retraining(tmp_path):

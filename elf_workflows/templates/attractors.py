@@ -135,15 +135,14 @@ def refine_maxima(field: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.n
 
 def fourier_values(field: np.ndarray, lattice, frac: np.ndarray, laplacian: bool = False) -> np.ndarray:
     """Trigonometric interpolation of a periodic grid field (or its Laplacian, per Å²) at fractional points."""
-    from elf_workflows.grids import reciprocal_vectors
+    from elf_workflows.grids import fft_derivative
 
     field = np.asarray(field, float)
+    if laplacian:
+        field = fft_derivative(field, lattice, "laplacian")
     frac = np.atleast_2d(np.asarray(frac, float))
     nx, ny, nz = field.shape
     spectrum = np.fft.fftn(field) / field.size
-    if laplacian:
-        G = reciprocal_vectors(lattice, field.shape)
-        spectrum = spectrum * -(G**2).sum(0)
     phase = [np.exp(2j * np.pi * np.outer(frac[:, a], np.fft.fftfreq(n, 1.0 / n)))  # (points, n)
              for a, n in enumerate(field.shape)]
     t = (spectrum.reshape(nx * ny, nz) @ phase[2].T).reshape(nx, ny, len(frac))  # sum over l (BLAS)
