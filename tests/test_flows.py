@@ -247,7 +247,8 @@ def test_report_of_a_flow_screened_store(tmp_path):
 def test_vasp_reference_set_through_atomate2_mock(tmp_path, monkeypatch):
     """ReferenceSetMaker(engine="vasp"): atomate2's VASP ELF static under atomate2's mock VASP
     (inputs checked against tests/fixtures/vasp_elf/inputs, outputs copied in), then scored and
-    written to a dataset. The fixture's ELFCAR/CHGCAR come from a GPAW run of the same fcc Al cell."""
+    written to a dataset. The fixture's ELFCAR/CHGCAR and minimal vasprun.xml/OUTCAR (parsed into
+    atomate2's TaskDoc, whose energy the record keeps) come from a GPAW run of the same fcc Al cell."""
     pytest.importorskip("atomate2")
     import json
     from pathlib import Path
@@ -268,7 +269,7 @@ def test_vasp_reference_set_through_atomate2_mock(tmp_path, monkeypatch):
     from elf_workflows.reference.vasp import VaspElfMaker
 
     al = Structure(Lattice([[0, 2.025, 2.025], [2.025, 0, 2.025], [2.025, 2.025, 0]]), ["Al"], [[0, 0, 0]])
-    maker = ReferenceSetMaker(engine="vasp", vasp_maker=VaspElfMaker(parse_task_document=False),
+    maker = ReferenceSetMaker(engine="vasp", vasp_maker=VaspElfMaker(),  # TaskDoc parsed (default)
                               dataset=str(tmp_path / "refs"))
     flow = maker.make([al], metadata=[{"template_id": "Al-fcc-vasp"}])
     store = _store()
@@ -276,6 +277,7 @@ def test_vasp_reference_set_through_atomate2_mock(tmp_path, monkeypatch):
     (record,) = [store.get_output(ref.uuid) for ref in flow.output]
     assert record["engine"] == "vasp" and record["shape"] == expected["shape"]
     assert record["electrons"] == pytest.approx(expected["electrons"], abs=1e-4)
+    assert record["energy_ev"] == pytest.approx(expected["energy_ev"], abs=1e-8)
     assert record["template_id"] == "Al-fcc-vasp" and record["score"] >= 0
     with ReferenceDataset(tmp_path / "refs") as ds:
         _, elf, density = ds.load(record["id"])

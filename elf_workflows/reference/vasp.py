@@ -188,26 +188,33 @@ def write_vasp_inputs(structure: Structure, directory: str | Path, maker: VaspEl
     return [directory / n for n in names if (directory / n).exists()]
 
 
-def write_vasp_outputs(result, directory: str | Path, incar: dict | None = None) -> Path:
+def write_vasp_outputs(result, directory: str | Path, inputs: str | Path | None = None) -> Path:
     """Write a :class:`~elf_workflows.reference.ReferenceResult` as the outputs of a VASP ELF run.
 
-    Writes ELFCAR, CHGCAR (ρ·V), POSCAR and CONTCAR (gzipped, as atomate2 leaves them). Used to
-    build mock-VASP fixtures from a GPAW result; the files are what pymatgen's Elfcar/Chgcar read.
+    Writes ELFCAR, CHGCAR (ρ·V) and CONTCAR (gzipped, as atomate2 leaves them). With ``inputs`` (the
+    folder holding the INCAR, KPOINTS and POTCAR.spec of the run) also a minimal vasprun.xml.gz and
+    OUTCAR.gz and a clean custodian.json.gz (:mod:`elf_workflows.reference.vasp_outputs`), so
+    atomate2's TaskDoc parsing runs on the folder. Used to build mock-VASP fixtures from a GPAW
+    result; the files are what pymatgen's Elfcar/Chgcar/Vasprun/Outcar read.
     """
     import gzip
     import shutil
 
+    from pymatgen.io.vasp import Poscar
+
     from elf_workflows.io import write_chgcar, write_elfcar
+    from elf_workflows.reference.vasp_outputs import write_custodian_record, write_vasprun_outcar
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_elfcar(result.structure, result.elf, directory / "ELFCAR")
     write_chgcar(result.structure, result.density, directory / "CHGCAR")
-    from pymatgen.io.vasp import Poscar
-
     Poscar(result.structure).write_file(directory / "CONTCAR")
     for name in ("ELFCAR", "CHGCAR", "CONTCAR"):
         with open(directory / name, "rb") as src, gzip.open(directory / f"{name}.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
         (directory / name).unlink()
+    if inputs is not None:
+        write_vasprun_outcar(result, directory, inputs)
+        write_custodian_record(directory)
     return directory
