@@ -90,3 +90,25 @@ def test_fourier_interpolation_is_exact_for_band_limited_fields():
     assert np.abs(fourier_interpolate(f_fine, (24, 20, 30)) - f_coarse).max() < 1e-10
     up_down = fourier_interpolate(fourier_interpolate(f_coarse, (31, 40, 33)), (24, 20, 30))
     assert np.abs(up_down - f_coarse).max() < 1e-10
+
+
+def test_fft_derivative_of_a_smoothed_gaussian_is_analytic():
+    from elf_workflows.grids import fft_derivative, gaussian_smooth
+
+    # a normalised Gaussian of width a smoothed by σ is one of width b = √(a² + σ²): ∇ρ_b = −r ρ_b / b²
+    L, n, a, sigma = 12.0, 64, 0.5, 0.6
+    lat = Lattice.cubic(L)
+    x = (np.arange(n) / n - 0.5) * L
+    X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
+    r2 = X**2 + Y**2 + Z**2
+
+    def gauss(w):
+        return np.exp(-r2 / (2 * w**2)) / (2 * np.pi * w**2) ** 1.5
+
+    b = np.hypot(a, sigma)
+    grad = fft_derivative(gauss(a), lat, "gradient", smoothing=sigma)
+    assert np.abs(grad[0] + X * gauss(b) / b**2).max() < 1e-6 * np.abs(grad[0]).max()
+    lap = fft_derivative(gauss(a), lat, "laplacian", smoothing=sigma)
+    assert np.abs(lap - (r2 / b**4 - 3 / b**2) * gauss(b)).max() < 1e-6 * np.abs(lap).max()
+    # the same as differentiating the smoothed field
+    assert np.allclose(lap, fft_derivative(gaussian_smooth(gauss(a), lat, sigma), lat, "laplacian"), atol=1e-12)

@@ -63,6 +63,41 @@ def test_gradient_expansion_elf_matches_analytic_gaussian():
     assert 0.0 <= ge.min() and ge.max() <= 1.0
 
 
+def test_smoothed_densities_widen_a_gaussian_analytically():
+    from elf_workflows.surrogate.features import smoothed_densities
+
+    # a normalised Gaussian of width a convolved with one of width σ is a Gaussian of width √(a² + σ²)
+    L, n, a = 12.0, 64, 0.5
+    x = (np.arange(n) / n - 0.5) * L
+    X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
+    r2 = X**2 + Y**2 + Z**2
+
+    def gauss(w, q=50.0):  # q electrons
+        return q * np.exp(-r2 / (2 * w**2)) / (2 * np.pi * w**2) ** 1.5
+
+    out = smoothed_densities(gauss(a), Lattice.cubic(L), widths=(0.4, 0.8))
+    for got, w in zip(out, (0.4, 0.8)):
+        assert np.abs(got - np.maximum(gauss(np.hypot(a, w)), 1e-5)).max() < 1e-6 * gauss(a).max()
+        assert got.sum() * L**3 / n**3 == pytest.approx(50.0, rel=1e-3)  # charge kept (+ the 1e-5 floor)
+
+
+def test_density_features_carry_the_space_group():
+    from elf_workflows.surrogate.features import DENSITY_FEATURES, input_features
+
+    s = b2(3.9)
+    feats = input_features(sad_density(s, (20, 20, 20)), s.lattice)
+    assert feats.shape == (len(DENSITY_FEATURES), 20, 20, 20) and np.isfinite(feats).all()
+    assert max(symmetry_error(c.astype(float), s) for c in feats) < 1e-5
+    names = list(DENSITY_FEATURES)
+    ratios = feats[[i for i, n in enumerate(names) if n.startswith("smooth_ratio")]]
+    grads = feats[[i for i, n in enumerate(names) if n.startswith("smooth_gradient")]]
+    # the smoothed ratios are positive in the void between the atoms (face centre) and negative on Ba
+    assert len(ratios) == 4 and (ratios[:, 10, 10, 0] > 0).all() and (ratios[:, 10, 10, 10] < 0).all()
+    # the smoothed gradient vanishes at sites of 4/mmm or m-3m symmetry (face centre, atoms), not between
+    assert np.abs(grads[:, [10, 0, 10], [10, 0, 10], [0, 0, 10]]).max() < 1e-6
+    assert grads[0, 5, 5, 5] > 0.05  # off-centre, at the finest scale
+
+
 def test_species_features_are_nearest_atom_properties():
     from elf_workflows.surrogate.features import element_properties
 
@@ -122,6 +157,17 @@ def test_native_grid_multiple_and_requested_grid():
     native = predict_elf(s, model=model)
     assert out.shape == (18, 18, 30)
     assert np.allclose(out, np.clip(fourier_interpolate(native, (18, 18, 30)), 0, 1), atol=1e-6)
+
+
+def test_pointwise_branch_in_slabs_equals_whole():
+    torch.manual_seed(0)
+    net = PeriodicUNet(UNetConfig(base_channels=4, levels=2, point_channels=16))
+    torch.nn.init.normal_(net.point[-1].weight)  # the zero-initialised last layer would hide any error
+    x = torch.randn(1, N_FEATURES, 12, 8, 8)
+    with torch.no_grad():
+        whole = net.point(x)
+        slabs = net.pointwise(x, chunk_voxels=100)  # 1 slab (64 voxels) per chunk: 12 chunks
+    assert whole.abs().max() > 0.1 and torch.allclose(whole, slabs, atol=1e-6)
 
 
 def test_tiled_equals_untiled():
@@ -217,6 +263,17 @@ def test_uncertainty_weights_move_towards_log_loss():
     # the minimum of exp(−s)·L + s is at s = ln L
     assert np.allclose(w.log_vars.detach().numpy(), np.log(losses.numpy()), atol=0.05)
     assert np.allclose(w.weights(), 1 / losses.numpy(), rtol=0.06)
+
+
+def test_uncertainty_weights_start_balanced():
+    w = UncertaintyWeighting()
+    losses = torch.tensor([0.05, 0.2, 0.01])
+    w.start_at(losses)
+    assert np.allclose(w.weights(), 1 / losses.numpy(), rtol=1e-6)
+    # at s = ln L the objective is stationary in s
+    s = w.log_vars.detach().clone().requires_grad_(True)
+    (torch.exp(-s) * losses + s).sum().backward()
+    assert np.allclose(s.grad.numpy(), 0.0, atol=1e-6)
 
 
 # ---------------------------------------------------------------- shipped weights

@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("surrogate")
     data = make_dataset(root / "data")
     out = root / "model.pt"
-    cfg = TrainConfig(epochs=12, patch_size=12, patches_per_epoch=16, batch_size=4, lr=1e-2, pool=2, seed=3, pretrain_steps=200,
+    cfg = TrainConfig(epochs=12, patch_size=12, patches_per_epoch=16, batch_size=4, lr=5e-3, pool=2, seed=3, pretrain_steps=0,
                       threads=1, model=TINY)
     metrics = train(data, out, cfg, progress=False, log=lambda m: None)
     return data, out, cfg, metrics
@@ -59,8 +59,10 @@ def test_tiny_training_lowers_the_loss_and_logs_every_term(trained):
     data, out, cfg, metrics = trained
     h = metrics["history"]
     assert len(h) == 12
-    assert np.mean([r["loss_vox"] for r in h[-3:]]) < 0.7 * h[0]["loss_vox"]
-    assert min(r["val_mae"] for r in h) < 0.6 * h[0]["val_mae"]
+    assert np.mean([r["loss_vox"] for r in h[-3:]]) < 0.8 * h[0]["loss_vox"]
+    # the untrained network (sigmoid(0) = 0.5 everywhere, up to its random head) against the trained one
+    assert metrics["initial_val_mae"] > 0.1
+    assert metrics["best_val_mae"] == min(r["val_mae"] for r in h) < 0.5 * metrics["initial_val_mae"]
     for row in h:
         for t in ("vox", "hist", "grad"):
             assert np.isfinite(row[f"loss_{t}"]) and row[f"weight_{t}"] > 0
@@ -72,6 +74,26 @@ def test_tiny_training_lowers_the_loss_and_logs_every_term(trained):
     assert model.version.startswith("surrogate-")
     assert model.metadata["trained_on"]["n_train_cells"] == 3
     assert "BaCa" not in model.metadata["trained_on"]["train_formulas"]  # the test split is never read
+
+
+def test_pointwise_pretraining_fits_a_local_target(tmp_path):
+    from elf_workflows.surrogate.data import load_cells
+    from elf_workflows.surrogate.model import PeriodicUNet
+    from elf_workflows.surrogate.train import pretrain_pointwise
+
+    ds = ReferenceDataset(make_dataset(tmp_path / "data"))
+    cfg = UNetConfig(**TINY)
+    cells = load_cells(ds, list(ds.records(split="train")), cfg.spacing, cfg.multiple)
+    torch.manual_seed(0)
+    net = PeriodicUNet(cfg)
+    target = np.concatenate([c.target.ravel() for c in cells])
+    mae_const = np.abs(target - target.mean()).mean()
+    mae = pretrain_pointwise(net, cells, 300, np.random.default_rng(0))
+    # the target is a pointwise function of the ge_elf input channel: a per-voxel model fits it closely
+    assert mae < 0.3 * mae_const
+    with torch.no_grad():
+        pred = np.concatenate([net(torch.from_numpy(c.features)[None])[0, 0].numpy().ravel() for c in cells])
+    assert np.abs(pred - target).mean() == pytest.approx(mae, abs=0.02)  # the U-Net head is still zero
 
 
 def test_resume_continues_from_checkpoint(trained, tmp_path):

@@ -84,7 +84,7 @@ def train(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt."),
-    patch: int = typer.Option(32, "--patch", help="Patch edge (voxels, multiple of 4)."),
+    patch: int = typer.Option(32, "--patch", help="Largest patch edge (voxels, multiple of 4); whole periods fit in."),
     patches_per_epoch: int = typer.Option(64, "--patches-per-epoch"),
     batch_size: int = typer.Option(4, "--batch-size"),
     lr: float = typer.Option(3e-3, "--lr"),
@@ -94,8 +94,14 @@ def train(
                                        help="Per-voxel steps fitting the pointwise branch first (0: none)."),
     base_channels: int = typer.Option(8, "--base-channels"),
     levels: int = typer.Option(3, "--levels"),
+    point_channels: int = typer.Option(128, "--point-channels", min=0, help="Width of the per-voxel branch (0: none)."),
     spacing: float = typer.Option(0.2, "--spacing", help="Native voxel spacing (Å)."),
     threads: int = typer.Option(2, "--threads"),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights (same architecture); no pre-training."),
+    freeze_pointwise: bool = typer.Option(False, "--freeze-pointwise",
+                                          help="Keep the per-voxel branch fixed: the U-Net learns the non-local correction only."),
+    val_every: int = typer.Option(1, "--val-every", min=1, help="Validate (and keep the best weights) every N epochs."),
+    val_max_cells: int = typer.Option(200, "--val-max-cells", min=1, help="Validation cells used (a fixed subset)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train the surrogate on periodic patches (origin jitter, symmetry pooling, VOX+HIST+GRAD loss)."""
@@ -108,7 +114,10 @@ def train(
         raise InputError(f"--spacing must be positive, got {spacing}")
     cfg = TrainConfig(epochs=epochs, patch_size=patch, patches_per_epoch=patches_per_epoch, batch_size=batch_size,
                       lr=lr, pool=pool, clip=clip, pretrain_steps=pretrain_steps, seed=seed, threads=threads, device=device,
-                      model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing).to_dict())
+                      val_every=val_every, val_max_cells=val_max_cells, init=str(init) if init else None,
+                      freeze_pointwise=freeze_pointwise,
+                      model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing,
+                                       point_channels=point_channels).to_dict())
     metrics = run(data, out, cfg, resume=resume, progress=not quiet and sys.stderr.isatty())
     best = metrics.get("best_val_mae")
     typer.echo(f"trained {len(metrics.get('history', []))} epochs; best validation MAE "

@@ -2,9 +2,15 @@
 
 Each reference cell (``ReferenceDataset``) is brought to the model's native grid
 (:func:`elf_workflows.surrogate.infer.native_grid`): the DFT ELF by Fourier interpolation (clipped
-to [0, 1]), the input features from the SAD evaluated directly on that grid. Patches of P³ voxels
-are cut with wrap-around (``np.take`` with periodic indices; a patch may be larger than the cell)
-from a fresh random origin every time one is drawn.
+to [0, 1]), the input features from the SAD evaluated directly on that grid.
+
+Periodic patches. A patch is cut with wrap-around from a fresh random origin every time one is
+drawn. Along an axis where the cell has ``n ≤ P`` voxels (P the patch edge) the patch spans a whole
+number of periods, ``k·n`` with ``k = ⌊P/n⌋`` (a patch may be larger than the cell): it is then
+*exactly* periodic along that axis, so the network's circular padding sees the true neighbourhood of
+every voxel, as in whole-cell inference. Along an axis where ``n > P`` the patch is an ordinary
+window of P voxels; its circular padding wraps unrelated voxels together, so the loss ignores a
+margin of ``P // 4`` voxels at both ends of that axis (:attr:`Patch.core`).
 """
 
 from __future__ import annotations
@@ -86,19 +92,53 @@ def load_cells(dataset, records: list[dict], spacing: float, multiple: int, max_
     return cells
 
 
-def cut_patch(field: np.ndarray, origin, size: int) -> np.ndarray:
-    """A ``size``³ block of a periodic field (last three axes) starting at ``origin``, with wrap-around."""
-    idx = [(o + np.arange(size)) % n for o, n in zip(origin, field.shape[-3:])]
+def cut_patch(field: np.ndarray, origin, size) -> np.ndarray:
+    """A block of a periodic field (last three axes) starting at ``origin``, with wrap-around.
+
+    ``size`` is an edge (int, a cube) or three edges.
+    """
+    sizes = [size] * 3 if np.isscalar(size) else list(size)
+    idx = [(o + np.arange(s)) % n for o, s, n in zip(origin, sizes, field.shape[-3:])]
     return field[(..., *np.ix_(*idx))]
 
 
-def sample_patches(cells: list[Cell], n_patches: int, size: int, rng: np.random.Generator):
-    """``n_patches`` (features, target, patch_ops) triples from cells drawn uniformly, random origins."""
+def periodic_patch_shape(shape, size: int) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """Patch edges for a cell grid ``shape`` and patch edge ``size``, and which axes are exactly periodic.
+
+    Axis of ``n ≤ size`` voxels: ``⌊size/n⌋·n`` voxels (whole periods, periodic); else ``size`` (a window).
+    """
+    edges = tuple(int(n * (size // n)) if n <= size else int(size) for n in shape)
+    return edges, tuple(n <= size for n in shape)
+
+
+@dataclass
+class Patch:
+    """A training patch: input features, target ELF, usable patch-frame operations, and the loss region.
+
+    Attributes:
+        features: float32 ``(C, p1, p2, p3)``.
+        target: float32 ``(p1, p2, p3)``.
+        patch_ops: signed permutations of the cell (:func:`patch_operations`).
+        core: slices of the voxels the loss sees (all along periodic axes; a margin cut elsewhere).
+    """
+
+    features: np.ndarray
+    target: np.ndarray
+    patch_ops: np.ndarray
+    core: tuple[slice, slice, slice]
+
+
+def sample_patches(cells: list[Cell], n_patches: int, size: int, rng: np.random.Generator) -> list[Patch]:
+    """``n_patches`` periodic patches (module docstring) from cells drawn uniformly, random origins."""
     out = []
+    margin = size // 4
     for _ in range(n_patches):
         cell = cells[int(rng.integers(len(cells)))]
         origin = [int(rng.integers(n)) for n in cell.target.shape]
-        out.append((cut_patch(cell.features, origin, size), cut_patch(cell.target, origin, size), cell.patch_ops))
+        edges, periodic = periodic_patch_shape(cell.target.shape, size)
+        core = tuple(slice(None) if p else slice(margin, e - margin) for p, e in zip(periodic, edges))
+        out.append(Patch(cut_patch(cell.features, origin, edges), cut_patch(cell.target, origin, edges),
+                         cell.patch_ops, core))
     return out
 
 

@@ -124,9 +124,13 @@ def _load_shipped() -> SurrogateModel:
     return _from_payload(payload, "package:elf_workflows/data/surrogate.pt")
 
 
-def native_grid(structure: Structure, spacing: float, multiple: int, symprec: float = 1e-3) -> tuple[int, int, int]:
-    """Smallest FFT-friendly, symmetry-compatible grid with voxels ≤ ``spacing`` Å and sizes divisible by ``multiple``."""
-    group = get_space_group(structure, symprec=symprec)
+def native_grid(structure: Structure, spacing: float, multiple: int, symprec: float = 1e-3,
+                group=None) -> tuple[int, int, int]:
+    """Smallest FFT-friendly, symmetry-compatible grid with voxels ≤ ``spacing`` Å and sizes divisible by ``multiple``.
+
+    ``group``: the structure's :class:`~elf_workflows.symmetry.SpaceGroup` when already known.
+    """
+    group = group or get_space_group(structure, symprec=symprec)
     n_min = [max(1, math.ceil(length / spacing - 1e-9)) for length in structure.lattice.abc]
     dens = group.translation_denominators()
     shape = [0, 0, 0]
@@ -137,22 +141,23 @@ def native_grid(structure: Structure, spacing: float, multiple: int, symprec: fl
     return tuple(shape)  # type: ignore[return-value]
 
 
-def model_grid(structure: Structure, model: SurrogateModel) -> tuple[int, int, int]:
+def model_grid(structure: Structure, model: SurrogateModel, group=None) -> tuple[int, int, int]:
     """The model's native grid for ``structure``."""
     cfg = model.config
-    return native_grid(structure, cfg.spacing, cfg.multiple)
+    return native_grid(structure, cfg.spacing, cfg.multiple, group=group)
 
 
 def predict_native(structure: Structure, model: SurrogateModel, max_voxels: int = 160**3,
                    core: int | None = None, pool: bool = True) -> np.ndarray:
     """ELF on the model's native grid: SAD → features → network (tiled if large) → group average."""
-    shape = check_grid(model_grid(structure, model), n_arrays=12)
+    group = get_space_group(structure)
+    shape = check_grid(model_grid(structure, model, group), n_arrays=12)
     rho = sad_density(structure, shape)
     feats = cell_features(structure, rho)
     del rho
     out = predict_grid(model.net, feats, max_voxels=max_voxels, core=core)
     if pool:
-        out = pool_cell(out, get_space_group(structure))
+        out = pool_cell(out, group)
     return out
 
 

@@ -58,6 +58,16 @@ class UncertaintyWeighting(nn.Module):
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         return (torch.exp(-self.log_vars) * losses + self.log_vars).sum()
 
+    @torch.no_grad()
+    def start_at(self, losses: torch.Tensor) -> None:
+        """Set s_i = ln L_i, the minimum of the objective for the current losses.
+
+        Called on the first batch of a run: the learned weights then start balanced (each term
+        weighted by 1/L_i) instead of drifting there at the optimiser's step size, which takes
+        hundreds of epochs when the terms differ by orders of magnitude.
+        """
+        self.log_vars.copy_(torch.log(losses.detach().clamp_min(1e-8)))
+
     def weights(self) -> list[float]:
         """The current weights exp(−s_i)."""
         return torch.exp(-self.log_vars.detach()).tolist()

@@ -41,7 +41,7 @@ class UNetConfig:
     levels: int = 3
     convs_per_level: int = 2
     spacing: float = 0.2
-    point_channels: int = 32
+    point_channels: int = 128
 
     @property
     def multiple(self) -> int:
@@ -117,7 +117,20 @@ class PeriodicUNet(nn.Module):
             x = up(x)
             x = dec(torch.cat([x, skips.pop()], dim=1))
         out = self.head(x)
-        return out + self.point(inputs) if self.point is not None else out
+        return out + self.pointwise(inputs) if self.point is not None else out
+
+    def pointwise(self, x: torch.Tensor, chunk_voxels: int = 2**18) -> torch.Tensor:
+        """The per-voxel branch; without autograd it runs in slabs of ≤ ``chunk_voxels`` voxels.
+
+        Its ``point_channels``-wide hidden layers would otherwise dominate inference memory on big
+        grids (128 channels × 4 B per voxel each); slabs give the identical result since every layer
+        is 1×1×1.
+        """
+        per_slab = x.shape[0] * math.prod(x.shape[3:])
+        if torch.is_grad_enabled() or per_slab * x.shape[2] <= chunk_voxels:
+            return self.point(x)
+        step = max(1, chunk_voxels // per_slab)
+        return torch.cat([self.point(x[:, :, i:i + step]) for i in range(0, x.shape[2], step)], dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))

@@ -1,12 +1,14 @@
 """Training the surrogate on periodic patches with epoch-wise origin jitter and symmetry pooling.
 
-One epoch draws ``patches_per_epoch`` patches (cells uniformly, a fresh random origin each, the
-random stream seeded by ``(seed, epoch)`` so a resumed run repeats exactly). Each patch is seen
-through ``pool`` random patch-frame operations (:mod:`.symmetry_pool`), the predictions are rotated
-back and averaged, and the loss Σ exp(−s_i)·L_i + s_i over VOX, HIST and GRAD (:mod:`.losses`) is
-taken on the pooled prediction. After every epoch: whole-cell validation MAE (pooled over the
-space group), a checkpoint ``OUT.ckpt`` (resumable), the best weights so far in ``OUT``,
-``OUT.metrics.json`` (every term and weight per epoch) and ``OUT.loss.png``.
+One epoch draws ``patches_per_epoch`` periodic patches (:mod:`.data`: cells uniformly, a fresh
+random origin each, whole periods along every axis the patch edge allows, the random stream seeded by
+``(seed, epoch)`` so a resumed run repeats exactly). Each patch is seen through ``pool`` random
+patch-frame operations (:mod:`.symmetry_pool`), the predictions are rotated back and averaged, and
+the loss Σ exp(−s_i)·L_i + s_i over VOX, HIST and GRAD (:mod:`.losses`) is taken on the pooled
+prediction. Every ``val_every`` epochs (and after the last): whole-cell validation MAE (pooled over
+the space group) on up to ``val_max_cells`` validation cells, the best weights so far in ``OUT``.
+After every epoch: a checkpoint ``OUT.ckpt`` (resumable), ``OUT.metrics.json`` (every term and weight
+per epoch) and, every 10 epochs, ``OUT.loss.png``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ import numpy as np
 import torch
 
 from elf_workflows.errors import InputError
-from elf_workflows.surrogate.data import Cell, dataset_path, load_cells, sample_patches, split_records
+from elf_workflows.surrogate.data import (
+    Cell,
+    dataset_path,
+    holdout_fraction,
+    load_cells,
+    sample_patches,
+    split_records,
+)
 from elf_workflows.surrogate.losses import TERMS, UncertaintyWeighting, loss_terms
 from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig, predict_grid
 from elf_workflows.surrogate.symmetry_pool import rotate_patch, unrotate_patch
@@ -46,23 +55,37 @@ class TrainConfig:
     threads: int = 2
     device: str = "cpu"
     val_fraction: float = 0.15
+    init: str | None = None
+    freeze_pointwise: bool = False
+    val_every: int = 1
+    val_max_cells: int = 200
     max_cell_voxels: int = 80**3
     model: dict = field(default_factory=lambda: UNetConfig().to_dict())
 
 
-def _pooled_forward(net: PeriodicUNet, xs: list[np.ndarray], ops_list: list[np.ndarray], pool: int,
-                    rng: np.random.Generator, device: str) -> torch.Tensor:
-    """Prediction on a batch, pooled over ``pool`` random patch-frame operations per patch."""
-    x = torch.from_numpy(np.stack(xs)).to(device)  # (B, C, P, P, P)
-    chosen = []
-    for ops in ops_list:
-        k = min(pool, len(ops))
-        chosen.append(ops[rng.choice(len(ops), size=k, replace=False)] if k > 1 else ops[[int(rng.integers(len(ops)))]])
-    k = min(len(c) for c in chosen)
-    rotated = torch.stack([rotate_patch(x[b], chosen[b][r]) for r in range(k) for b in range(len(xs))])
-    pred = net(rotated.contiguous())  # (k*B, 1, P, P, P)
-    back = [unrotate_patch(pred[r * len(xs) + b], chosen[b][r]) for r in range(k) for b in range(len(xs))]
-    return torch.stack(back).reshape(k, len(xs), *pred.shape[1:]).mean(0)
+def _pooled_forward(net: PeriodicUNet, x: np.ndarray, ops: np.ndarray, pool: int, rng: np.random.Generator,
+                    device: str) -> torch.Tensor:
+    """Prediction on one patch ``(C, p1, p2, p3)``, pooled over ``pool`` random patch-frame operations.
+
+    Each operation rotates the input (:func:`rotate_patch`; a permutation of unequal edges permutes
+    the patch's shape), the prediction is rotated back, and the copies are averaged: ``(1, p1, p2, p3)``.
+    """
+    xt = torch.from_numpy(x).to(device)
+    k = max(1, min(pool, len(ops)))
+    chosen = ops[rng.choice(len(ops), size=k, replace=False)]
+    preds = [unrotate_patch(net(rotate_patch(xt, S).contiguous()[None])[0], S) for S in chosen]
+    return torch.stack(preds).mean(0)
+
+
+def _batch_terms(net: PeriodicUNet, patches: list, pool: int, rng: np.random.Generator, device: str) -> torch.Tensor:
+    """VOX, HIST, GRAD averaged over the patches of a batch, each on its loss region (:attr:`Patch.core`)."""
+    terms = []
+    for patch in patches:
+        pred = _pooled_forward(net, patch.features, patch.patch_ops, pool, rng, device)
+        target = torch.from_numpy(patch.target)[None].to(device)
+        core = (slice(None), *patch.core)
+        terms.append(loss_terms(pred[core][None], target[core][None]))
+    return torch.stack(terms).mean(0)
 
 
 @torch.no_grad()
@@ -104,8 +127,9 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     """Fit the pointwise branch (and the head bias) on random voxels, with the U-Net head zeroed.
 
     With the head's weights at zero the logits are ``bias + point(x)`` voxel by voxel, so this stage
-    is a cheap per-voxel regression (L1) that brings the model to the accuracy of a local model in a
-    minute; the U-Net then learns the non-local correction. Returns the last batch's MAE.
+    is a cheap per-voxel regression (L1, cosine-decayed learning rate) that brings the model to the
+    accuracy of a local model in minutes; the U-Net then learns the non-local correction. Returns the
+    last batch's MAE.
     """
     if net.point is None or steps <= 0:
         return float("nan")
@@ -117,6 +141,7 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
         net.head.bias.fill_(float(torch.logit(y_all.mean().clamp(0.02, 0.98))))
     params = list(net.point.parameters()) + [net.head.bias]
     opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.05 * lr)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
         idx = torch.from_numpy(rng.integers(len(y_all), size=batch))
@@ -126,6 +151,7 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
     return float(loss.detach())
 
 
@@ -192,6 +218,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     train_recs, val_recs = split_records(dataset, cfg.val_fraction)
     t0 = time.perf_counter()
     cells = load_cells(dataset, train_recs, mcfg.spacing, mcfg.multiple, cfg.max_cell_voxels)
+    val_recs = sorted(val_recs, key=lambda r: holdout_fraction(r["id"]))[:max(0, cfg.val_max_cells)]
     val_cells = load_cells(dataset, val_recs, mcfg.spacing, mcfg.multiple, cfg.max_cell_voxels)
     if not cells:
         raise InputError(f"no training cells under {cfg.max_cell_voxels} native voxels in {data}")
@@ -201,8 +228,18 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
         f"{time.perf_counter() - t0:.1f} s (spacing {mcfg.spacing} Å)")
 
     net = PeriodicUNet(mcfg).to(cfg.device)
+    if cfg.init and not resume:
+        from elf_workflows.surrogate.infer import load_model
+
+        start = load_model(cfg.init)
+        if start.config != mcfg:
+            raise InputError(f"--init {cfg.init} has architecture {start.config.to_dict()}, not {mcfg.to_dict()}")
+        net.load_state_dict(start.net.state_dict())
+        log(f"initialised from {cfg.init} ({start.version}); no pointwise pre-training")
+    if cfg.freeze_pointwise and net.point is not None:
+        net.point.requires_grad_(False)
     weighting = UncertaintyWeighting().to(cfg.device)
-    opt = torch.optim.Adam(list(net.parameters()) + list(weighting.parameters()), lr=cfg.lr,
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad] + list(weighting.parameters()), lr=cfg.lr,
                            weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, cfg.epochs) / max(cfg.epochs, 1))) * 0.95 + 0.05)
@@ -223,11 +260,21 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
                   "train_formulas": sorted({c.formula for c in cells}),
                   "val_formulas": sorted({c.formula for c in val_cells})}
 
-    if not resume and cfg.pretrain_steps > 0:
+    if not resume and not cfg.init and cfg.pretrain_steps > 0:
         t_pre = time.perf_counter()
         mae = pretrain_pointwise(net, cells, cfg.pretrain_steps, np.random.default_rng([cfg.seed, 10**6]), cfg.device)
         log(f"pointwise branch pre-trained: {cfg.pretrain_steps} steps, voxel MAE {mae:.4f}, "
             f"{time.perf_counter() - t_pre:.0f} s")
+    if not resume:
+        initial = validate(net, val_cells, groups).get("val_mae")
+        if initial is not None:  # the pre-trained state is the first "best": the U-Net stage must beat it
+            log(f"validation MAE before training {initial:.4f}")
+            best = initial
+            save_model(net.cpu(), out, {"trained_on": trained_on, "train_config": asdict(cfg), "epoch": 0,
+                                        "val_mae": initial, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            net.to(cfg.device)
+    else:
+        initial = ck.get("initial_val_mae")
     n_batches = max(1, cfg.patches_per_epoch // cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -238,9 +285,9 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
                    disable=not progress, leave=False)
         for _ in bar:
             batch = sample_patches(cells, cfg.batch_size, cfg.patch_size, rng)
-            pred = _pooled_forward(net, [b[0] for b in batch], [b[2] for b in batch], cfg.pool, rng, cfg.device)
-            target = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(cfg.device)
-            terms = loss_terms(pred, target)
+            terms = _batch_terms(net, batch, cfg.pool, rng, cfg.device)
+            if not history and not sums.any():  # first batch of a fresh run: balanced weights
+                weighting.start_at(terms)
             loss = weighting(terms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -253,9 +300,10 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
                "loss_total": total / n_batches}
         for t, v, w, s in zip(TERMS, sums / n_batches, weighting.weights(), weighting.log_vars.tolist()):
             row[f"loss_{t}"], row[f"weight_{t}"], row[f"s_{t}"] = float(v), float(w), float(s)
-        row.update(validate(net, val_cells, groups))
+        if (epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 == cfg.epochs:
+            row.update(validate(net, val_cells, groups))
         history.append(row)
-        score = row.get("val_mae", row["loss_vox"])
+        score = row.get("val_mae", row["loss_vox"] if not val_cells else math.inf)
         improved = score < best
         if improved:
             best = score
@@ -271,8 +319,10 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
                      + [f"{row['seconds']:.0f} s", "*" if improved else ""]))
         torch.save({"net": net.state_dict(), "weighting": weighting.state_dict(), "opt": opt.state_dict(),
                     "sched": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best,
-                    "config": asdict(cfg), "val_ids": [c.id for c in val_cells]}, paths["ckpt"])
+                    "config": asdict(cfg), "val_ids": [c.id for c in val_cells], "initial_val_mae": initial},
+                   paths["ckpt"])
         metrics = {"history": history, "best_val_mae": best if math.isfinite(best) else None,
+                   "initial_val_mae": initial,
                    "trained_on": trained_on, "config": asdict(cfg), "n_parameters": net.n_parameters()}
         paths["metrics"].write_text(json.dumps(metrics, indent=1))
         if epoch + 1 == cfg.epochs or (epoch + 1) % 10 == 0:
