@@ -96,6 +96,23 @@ def test_pointwise_pretraining_fits_a_local_target(tmp_path):
     assert np.abs(pred - target).mean() == pytest.approx(mae, abs=0.02)  # the U-Net head is still zero
 
 
+def test_init_and_freeze_pointwise_train_only_the_unet(trained, tmp_path):
+    data, out, cfg, _ = trained
+    start = load_model(out)
+    cfg2 = TrainConfig(**{**cfg.__dict__, "epochs": 2, "init": str(out), "freeze_pointwise": True})
+    metrics = train(data, tmp_path / "model.pt", cfg2, progress=False, log=lambda m: None)
+    ck = torch.load(tmp_path / "model.pt.ckpt", weights_only=False)["net"]
+    before = start.net.state_dict()
+    assert all(torch.equal(ck[k], before[k]) for k in before if k.startswith("point."))
+    assert any(not torch.equal(ck[k], before[k]) for k in before if k.startswith("down."))
+    # the starting weights are the first "best": validation before training equals the init model's
+    assert metrics["initial_val_mae"] == pytest.approx(min(r["val_mae"] for r in _history(out)), rel=1e-6)
+
+
+def _history(out):
+    return json.loads((out.parent / "model.metrics.json").read_text())["history"]
+
+
 def test_resume_continues_from_checkpoint(trained, tmp_path):
     data, out, cfg, _ = trained
     import shutil

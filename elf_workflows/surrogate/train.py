@@ -140,6 +140,9 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
         net.head.weight.zero_()
         net.head.bias.fill_(float(torch.logit(y_all.mean().clamp(0.02, 0.98))))
     params = list(net.point.parameters()) + [net.head.bias]
+    was_frozen = [not q.requires_grad for q in params]  # --freeze-pointwise freezes it for the U-Net stage only
+    for q in params:
+        q.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.05 * lr)
     loss = torch.tensor(float("nan"))
@@ -152,6 +155,8 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
         loss.backward()
         opt.step()
         sched.step()
+    for q, frozen in zip(params, was_frozen):
+        q.requires_grad_(not frozen)
     return float(loss.detach())
 
 
