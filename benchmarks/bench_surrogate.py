@@ -35,7 +35,7 @@ def big_grid(model, n: int, full: bool) -> dict:
     """
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fork after torch started its thread pool can deadlock
     with ctx.Pool(1) as pool:
         pipe = pool.apply(_pipeline_peak, (model, n, full))
     if full:
@@ -68,10 +68,10 @@ def _pipeline_peak(model, n: int, full: bool) -> dict:
 def _tile_peak(model) -> dict:
     import math
 
-    from elf_workflows.surrogate.model import predict_grid
+    from elf_workflows.surrogate.model import MAX_PASS_VOXELS, predict_grid
 
     cfg = model.config
-    side = int(round((160**3) ** (1 / 3)))
+    side = int(round(MAX_PASS_VOXELS ** (1 / 3)))
     core = max(cfg.multiple, (side - 2 * cfg.halo()) // cfg.multiple * cfg.multiple)
     tile = core + 2 * cfg.halo()
     feats = np.random.default_rng(0).normal(size=(cfg.in_channels, tile, tile, tile)).astype(np.float32)

@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("surrogate")
     data = make_dataset(root / "data")
     out = root / "model.pt"
-    cfg = TrainConfig(epochs=12, patch_size=12, patches_per_epoch=16, batch_size=4, lr=5e-3, pool=2, seed=3, pretrain_steps=0,
+    cfg = TrainConfig(epochs=12, patch_size=12, patches_per_epoch=16, batch_size=4, lr=5e-3, pool=2, seed=3, pretrain_steps=0, val_every=1, freeze_pointwise=False,
                       threads=1, model=TINY)
     metrics = train(data, out, cfg, progress=False, log=lambda m: None)
     return data, out, cfg, metrics

@@ -29,7 +29,7 @@ from elf_workflows.errors import EngineError, InputError
 from elf_workflows.grids import check_grid, fft_friendly, fourier_interpolate
 from elf_workflows.sad import sad_density
 from elf_workflows.surrogate.features import cell_features
-from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig, predict_grid
+from elf_workflows.surrogate.model import MAX_PASS_VOXELS, PeriodicUNet, UNetConfig, predict_grid
 from elf_workflows.surrogate.symmetry_pool import pool_cell
 from elf_workflows.symmetry import get_space_group
 
@@ -147,7 +147,7 @@ def model_grid(structure: Structure, model: SurrogateModel, group=None) -> tuple
     return native_grid(structure, cfg.spacing, cfg.multiple, group=group)
 
 
-def predict_native(structure: Structure, model: SurrogateModel, max_voxels: int = 160**3,
+def predict_native(structure: Structure, model: SurrogateModel, max_voxels: int = MAX_PASS_VOXELS,
                    core: int | None = None, pool: bool = True) -> np.ndarray:
     """ELF on the model's native grid: SAD → features → network (tiled if large) → group average."""
     group = get_space_group(structure)

@@ -37,7 +37,7 @@ class UNetConfig:
     """
 
     in_channels: int = N_FEATURES
-    base_channels: int = 8
+    base_channels: int = 16
     levels: int = 3
     convs_per_level: int = 2
     spacing: float = 0.2
@@ -155,8 +155,12 @@ def periodic_tiles(shape: tuple[int, int, int], core: int, halo: int):
                 yield np.ix_(*idx), tuple(slice(o, o + s) for o, s in zip(origin, sizes))
 
 
+#: voxels of one network pass at inference (bigger cells run in tiles): 128³ keeps a 256³ cell in 4 GB
+MAX_PASS_VOXELS = 128**3
+
+
 @torch.no_grad()
-def predict_grid(model: PeriodicUNet, features: np.ndarray, max_voxels: int = 160**3,
+def predict_grid(model: PeriodicUNet, features: np.ndarray, max_voxels: int = MAX_PASS_VOXELS,
                  core: int | None = None) -> np.ndarray:
     """Run the network on a whole periodic cell, ``features`` ``(C, nx, ny, nz)`` → ELF ``(nx, ny, nz)``.
 

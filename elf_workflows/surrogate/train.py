@@ -40,25 +40,28 @@ from elf_workflows.surrogate.symmetry_pool import rotate_patch, unrotate_patch
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of a training run (all recorded in the model metadata)."""
+    """Hyper-parameters of a training run (all recorded in the model metadata).
 
-    epochs: int = 20
+    The defaults are the recipe of the shipped weights (docs/surrogate.md), except ``epochs``.
+    """
+
+    epochs: int = 40
     patch_size: int = 32
     patches_per_epoch: int = 64
-    batch_size: int = 4
-    lr: float = 3e-3
+    batch_size: int = 8
+    lr: float = 2e-3
     weight_decay: float = 0.0
     pool: int = 1
     clip: float = 0.5
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 30000
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
     val_fraction: float = 0.15
     init: str | None = None
-    freeze_pointwise: bool = False
-    val_every: int = 1
-    val_max_cells: int = 200
+    freeze_pointwise: bool = True
+    val_every: int = 5
+    val_max_cells: int = 100
     max_cell_voxels: int = 80**3
     model: dict = field(default_factory=lambda: UNetConfig().to_dict())
 
