@@ -3,7 +3,8 @@
 
 Unary fcc/bcc/sc/hcp and binary B2/B1/L1_0/L1_2 cells (1–4 atoms) of metals with a GPAW PAW dataset,
 at ambient volume (pymatgen ``Element.molar_volume``; Vegard average for binaries) and compressions
-V/V0 drawn uniformly in [0.45, 1.0] (≈ 0 to ~300 GPa for most metals); a share is strained
+V/V0 drawn uniformly in [0.45, 1.0] (≈ 0 to ~300 GPa for the stiff transition metals, but only ≈ 0 to
+40-100 GPa for soft ones such as Ca, Mg, Sc, K: screening at higher pressures extrapolates); a share is strained
 (diagonal strain up to 4 %) and some multi-atom cells also rattled, to break symmetry.
 
 Split by chemistry: every cell containing one of TEST_ELEMENTS, and every cell of a TEST_PAIRS binary,
