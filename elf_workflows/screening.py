@@ -71,10 +71,13 @@ def surrogate_engine(structure: Structure) -> EngineOutput:
     """ELF from the shipped surrogate on its native grid (no SCF density: basins partition the SAD)."""
     from elf_workflows.surrogate import predict_elf
 
+    from elf_workflows.surrogate.domain import extrapolation_note
+
     model = surrogate_model()
     elf = np.asarray(predict_elf(structure, model=model), float)
     return elf, None, {"settings": {"grid": list(elf.shape)},
-                       "model_version": str(getattr(model, "version", "unknown"))}
+                       "model_version": str(getattr(model, "version", "unknown")),
+                       "extrapolation": extrapolation_note(structure, model)}
 
 
 def gpaw_engine(structure: Structure, settings=None) -> EngineOutput:
@@ -125,13 +128,14 @@ def score_structure(structure: Structure, engine: str | ElfEngine = "surrogate",
 
 @dataclass
 class ScreenSummary:
-    """What a screening run did."""
+    """What a screening run did (``extrapolated``: computed templates outside the surrogate's training volumes)."""
 
     engine: str
     total: int = 0
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    extrapolated: list[str] = field(default_factory=list)
     seconds: float = 0.0
     store_seconds: float = 0.0
 
@@ -221,6 +225,8 @@ def screen_sublattices(
                 store.save(doc, grids)
                 summary.store_seconds += time.perf_counter() - t3
                 summary.computed.append(tid)
+                if info.get("extrapolation"):
+                    summary.extrapolated.append(tid)
                 done.add(tid)
             except (KeyboardInterrupt, SystemExit):
                 raise
@@ -265,3 +271,15 @@ def screen(
     entries = generate_sublattices(list(elements), list(prototypes), [float(p) for p in pressures], binaries=binaries)
     kwargs.setdefault("generate_seconds", time.perf_counter() - start)
     return screen_sublattices(entries, store, engine=engine, **kwargs)
+
+
+def extrapolation_warning(summary: ScreenSummary) -> str | None:
+    """One line for the command line when some computed templates lie outside the surrogate's training volumes."""
+    if not summary.extrapolated:
+        return None
+    from elf_workflows.surrogate.domain import trained_v_ratio
+
+    lo, _ = trained_v_ratio(surrogate_model())
+    return (f"warning: {len(summary.extrapolated)} of {len(summary.computed)} computed templates are more compressed "
+            f"than the surrogate's training cells (V/V0 < {lo:.2f}): their scores are extrapolations; "
+            "check them with --engine gpaw")

@@ -23,10 +23,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import warnings
 
 import numpy as np
-from pymatgen.core import Element, Lattice, Structure
+from pymatgen.core import Lattice, Structure
+
+from elf_workflows.surrogate.domain import ambient_volume_per_atom as ambient_volume
 
 #: metals with GPAW PBE datasets and robust non-spin-polarised SCF (no 4f lanthanides beyond La, Ce)
 METALS = [
@@ -42,17 +43,6 @@ UNARY = ["fcc", "bcc", "sc", "hcp"]
 BINARY = ["B2", "B1", "L1_0", "L1_2"]
 #: atoms per cell of each prototype (primitive cells)
 ATOMS = {"fcc": 1, "bcc": 1, "sc": 1, "hcp": 2, "B2": 2, "B1": 2, "L1_0": 2, "L1_2": 4}
-
-
-def ambient_volume(symbol: str) -> float:
-    """Ambient volume per atom (Å³) from the molar volume (cm³/mol); atomic radius as a fallback."""
-    el = Element(symbol)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mv = el.molar_volume
-    if mv:
-        return float(mv) / 0.602214076
-    return 4.0 / 3.0 * np.pi * float(el.atomic_radius) ** 3 / 0.74
 
 
 def prototype(name: str, species: list[str], volume_per_atom: float) -> Structure:

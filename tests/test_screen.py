@@ -134,3 +134,33 @@ def test_screen_rank_show_commands(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("error: cannot reach store")
     assert main(["show", "missing-id", "--store", store]) == 1
     assert capsys.readouterr().err.startswith("error: no template 'missing-id'")
+
+
+def test_surrogate_flags_cells_more_compressed_than_its_training_set(tmp_path):
+    from elf_workflows.screening import extrapolation_warning, surrogate_engine
+    from elf_workflows.surrogate.domain import ambient_volume_per_atom, compression_ratio, extrapolation_note
+
+    v0 = ambient_volume_per_atom("Ca")
+    assert v0 == pytest.approx(26.2 / 0.602214076, rel=0.01)  # Ca: 26.2 cm³/mol
+
+    def fcc_ca(ratio):
+        s = Structure(Lattice([[0, .5, .5], [.5, 0, .5], [.5, .5, 0]]), ["Ca"], [[0, 0, 0]])
+        s.scale_lattice(v0 * ratio)
+        return s
+
+    assert compression_ratio(fcc_ca(0.7)) == pytest.approx(0.7, rel=1e-9)
+    assert extrapolation_note(fcc_ca(0.7)) is None
+    assert extrapolation_note(fcc_ca(0.45)) is None  # the edge of the training range is inside
+    note = extrapolation_note(fcc_ca(0.3))
+    assert note.startswith("Ca: V/V0 = 0.30 is below") and "0.45" in note
+    # binaries: V0 is the mean over sites (Vegard), as in the training generator
+    b2 = Structure(Lattice.cubic(3.0), ["Ca", "Ba"], [[0, 0, 0], [.5, .5, .5]])
+    assert compression_ratio(b2) == pytest.approx(13.5 / ((v0 + ambient_volume_per_atom("Ba")) / 2), rel=1e-9)
+    # the surrogate engine reports it, the screen counts it, the command line warns
+    *_, info = surrogate_engine(fcc_ca(0.3))
+    assert info["extrapolation"] == note
+    store = TemplateStore.from_spec(str(tmp_path / "store"))
+    entries = [{"structure": fcc_ca(r), "template_id": f"tpl-{r}"} for r in (0.3, 0.8)]
+    summary = screen_sublattices(entries, store, engine="surrogate", save_grids=False, progress=False)
+    assert summary.extrapolated == ["tpl-0.3"] and len(summary.computed) == 2
+    assert extrapolation_warning(summary).startswith("warning: 1 of 2 computed templates are more compressed")

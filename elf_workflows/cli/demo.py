@@ -92,6 +92,10 @@ def demo(
     t_screen = time.perf_counter() - start
     typer.echo(f"screened {summary.total} templates: {len(summary.computed)} computed, {len(summary.skipped)} "
                f"already stored, {len(summary.failed)} failed, {summary.seconds:.1f} s", err=True)
+    from elf_workflows.screening import extrapolation_warning
+
+    if extrapolation_warning(summary):
+        typer.echo(extrapolation_warning(summary), err=True)
     for tid, reason in list(summary.failed.items())[:5]:
         typer.echo(f"warning: {tid}: {reason}", err=True)
 

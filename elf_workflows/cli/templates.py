@@ -123,6 +123,10 @@ def screen(
     typer.echo(f"screened {summary.total} templates with {engine}: {len(summary.computed)} computed, "
                f"{len(summary.skipped)} already stored, {len(summary.failed)} failed, {summary.seconds:.1f} s "
                f"-> {target.description}", err=True)
+    from elf_workflows.screening import extrapolation_warning
+
+    if engine == "surrogate" and extrapolation_warning(summary):
+        typer.echo(extrapolation_warning(summary), err=True)
     target.close()
     if summary.failed:
         tid, reason = next(iter(summary.failed.items()))

@@ -1,0 +1,56 @@
+"""The compressions the surrogate was trained on, and whether a structure lies inside them.
+
+The shipped training cells (``scripts/make_training_structures.py``) span V/V0 = 0.45–1, with V0 the
+ambient volume per atom from pymatgen's molar volumes (Vegard mean for binaries). Screening at
+100–300 GPa compresses soft metals further (Ca at 100 GPa: V/V0 ≈ 0.32), where the surrogate
+extrapolates; :func:`extrapolation_note` says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+#: V/V0 range of the shipped training set (used when a model's metadata does not record one)
+TRAINED_V_RATIO = (0.45, 1.0)
+
+
+def ambient_volume_per_atom(symbol: str) -> float:
+    """Ambient volume per atom (Å³) from pymatgen's molar volume (cm³/mol); atomic radius as a fallback."""
+    from pymatgen.core import Element
+
+    el = Element(symbol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mv = el.molar_volume
+    if mv:
+        return float(mv) / 0.602214076
+    return 4.0 / 3.0 * np.pi * float(el.atomic_radius) ** 3 / 0.74
+
+
+def compression_ratio(structure: Structure) -> float:
+    """V/V0: volume per atom over the mean ambient volume per atom of its sites (dimensionless)."""
+    v0 = np.mean([ambient_volume_per_atom(site.specie.symbol) for site in structure])
+    return float(structure.volume / len(structure) / v0)
+
+
+def trained_v_ratio(model=None) -> tuple[float, float]:
+    """The V/V0 range a model was trained on (its metadata's ``trained_on.v_ratio_range``, else the shipped set's)."""
+    meta = getattr(model, "metadata", None) or {}
+    rng = (meta.get("trained_on") or {}).get("v_ratio_range")
+    return (float(rng[0]), float(rng[1])) if rng else TRAINED_V_RATIO
+
+
+def extrapolation_note(structure: Structure, model=None, tol: float = 0.01) -> str | None:
+    """A one-line note when ``structure`` is more compressed than the model's training cells, else None."""
+    lo, hi = trained_v_ratio(model)
+    ratio = compression_ratio(structure)
+    if ratio < lo - tol:
+        return (f"{structure.composition.reduced_formula}: V/V0 = {ratio:.2f} is below the surrogate's training "
+                f"range ({lo:.2f}-{hi:.2f}); its ELF there is an extrapolation")
+    return None
