@@ -70,7 +70,6 @@ def use_surrogate_model(model) -> None:
 def surrogate_engine(structure: Structure) -> EngineOutput:
     """ELF from the shipped surrogate on its native grid (no SCF density: basins partition the SAD)."""
     from elf_workflows.surrogate import predict_elf
-
     from elf_workflows.surrogate.domain import extrapolation_note
 
     model = surrogate_model()

@@ -74,6 +74,12 @@ def test_tiny_training_lowers_the_loss_and_logs_every_term(trained):
     assert model.version.startswith("surrogate-")
     assert model.metadata["trained_on"]["n_train_cells"] == 3
     assert "BaCa" not in model.metadata["trained_on"]["train_formulas"]  # the test split is never read
+    # the V/V0 range of the training cells is recorded and read back by the domain check
+    from elf_workflows.surrogate.domain import compression_ratio, trained_v_ratio
+
+    ds = ReferenceDataset(data)
+    ratios = [compression_ratio(ds.load_structure(r["id"])) for r in ds.records(split="train")]
+    assert trained_v_ratio(model) == pytest.approx((min(ratios), max(ratios)), abs=1e-4)
 
 
 def test_pointwise_pretraining_fits_a_local_target(tmp_path):

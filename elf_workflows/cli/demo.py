@@ -94,8 +94,8 @@ def demo(
                f"already stored, {len(summary.failed)} failed, {summary.seconds:.1f} s", err=True)
     from elf_workflows.screening import extrapolation_warning
 
-    if extrapolation_warning(summary):
-        typer.echo(extrapolation_warning(summary), err=True)
+    if warning := extrapolation_warning(summary):
+        typer.echo(warning, err=True)
     for tid, reason in list(summary.failed.items())[:5]:
         typer.echo(f"warning: {tid}: {reason}", err=True)
 

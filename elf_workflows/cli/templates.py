@@ -125,8 +125,8 @@ def screen(
                f"-> {target.description}", err=True)
     from elf_workflows.screening import extrapolation_warning
 
-    if engine == "surrogate" and extrapolation_warning(summary):
-        typer.echo(extrapolation_warning(summary), err=True)
+    if warning := extrapolation_warning(summary):
+        typer.echo(warning, err=True)
     target.close()
     if summary.failed:
         tid, reason = next(iter(summary.failed.items()))

@@ -125,7 +125,8 @@ def _kpoints_xml(kpoints, kpts: np.ndarray, weights: np.ndarray) -> str:
         "  </generation>", _varray("kpointlist", kpts), _varray("weights", weights[:, None]), " </kpoints>"])
 
 
-def vasprun_xml(result, incar: dict[str, Any], kpoints, potcar_symbols: list[str]) -> str:
+def vasprun_xml(result, incar: dict[str, Any], kpoints, potcar_symbols: list[str],
+                irreducible: tuple[np.ndarray, np.ndarray] | None = None) -> str:
     """Text of a minimal vasprun.xml of ``result`` (a :class:`~elf_workflows.reference.ReferenceResult`).
 
     Args:
@@ -133,6 +134,7 @@ def vasprun_xml(result, incar: dict[str, Any], kpoints, potcar_symbols: list[str
         incar: INCAR the Maker wrote (written verbatim to ``incar``; with VASP defaults to ``parameters``).
         kpoints: pymatgen ``Kpoints`` the Maker wrote (automatic mesh).
         potcar_symbols: POTCAR.spec symbols, one per species in order of appearance.
+        irreducible: (k-points, weights) of :func:`irreducible_kpoints` when already computed.
     """
     s = result.structure
     nelect = float(round(result.electrons))
@@ -153,7 +155,7 @@ def vasprun_xml(result, incar: dict[str, Any], kpoints, potcar_symbols: list[str
         _xml_value("platform", "elf_workflows"), _xml_value("date", "2000 01 01"),
         _xml_value("time", "00:00:00"), " </generator>",
         " <incar>", *(_xml_value(k, v) for k, v in incar_block.items()), " </incar>",
-        _kpoints_xml(kpoints, *irreducible_kpoints(s, kpoints)),
+        _kpoints_xml(kpoints, *(irreducible or irreducible_kpoints(s, kpoints))),
         " <parameters>", ' <separator name="elf_workflows" >', *(_xml_value(k, v) for k, v in params.items()),
         " </separator>", " </parameters>",
         _atominfo_xml(s, potcar_symbols, valences),
@@ -236,8 +238,9 @@ def write_vasprun_outcar(result, directory: str | Path, inputs: str | Path) -> l
         symbols = (inputs / "POTCAR.spec").read_text().split()
     else:
         symbols = Potcar.from_file(inputs / "POTCAR").symbols
-    files = {"vasprun.xml.gz": vasprun_xml(result, incar, kpoints, symbols),
-             "OUTCAR.gz": outcar_text(result, irreducible_kpoints(result.structure, kpoints)[0])}
+    irreducible = irreducible_kpoints(result.structure, kpoints)
+    files = {"vasprun.xml.gz": vasprun_xml(result, incar, kpoints, symbols, irreducible),
+             "OUTCAR.gz": outcar_text(result, irreducible[0])}
     for name, text in files.items():
         with gzip.open(directory / name, "wt", encoding="ascii") as fh:
             fh.write(text)

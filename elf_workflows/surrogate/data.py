@@ -92,13 +92,9 @@ def load_cells(dataset, records: list[dict], spacing: float, multiple: int, max_
     return cells
 
 
-def cut_patch(field: np.ndarray, origin, size) -> np.ndarray:
-    """A block of a periodic field (last three axes) starting at ``origin``, with wrap-around.
-
-    ``size`` is an edge (int, a cube) or three edges.
-    """
-    sizes = [size] * 3 if np.isscalar(size) else list(size)
-    idx = [(o + np.arange(s)) % n for o, s, n in zip(origin, sizes, field.shape[-3:])]
+def cut_patch(field: np.ndarray, origin, edges) -> np.ndarray:
+    """A block of ``edges`` voxels of a periodic field (last three axes) starting at ``origin``, with wrap-around."""
+    idx = [(o + np.arange(e)) % n for o, e, n in zip(origin, edges, field.shape[-3:])]
     return field[(..., *np.ix_(*idx))]
 
 

@@ -163,6 +163,14 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     return float(loss.detach())
 
 
+def _v_ratio_range(dataset, ids: list[str]) -> list[float]:
+    """[min, max] V/V0 (:func:`elf_workflows.surrogate.domain.compression_ratio`) of the training cells ``ids``."""
+    from elf_workflows.surrogate.domain import compression_ratio
+
+    ratios = [compression_ratio(dataset.load_structure(i)) for i in ids]
+    return [round(min(ratios), 4), round(max(ratios), 4)]
+
+
 def plot_history(history: list[dict], path: Path) -> None:
     """Loss-curve PNG: every term, the weighted total, the weights and the validation MAE per epoch."""
     import matplotlib
@@ -266,7 +274,16 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     log(f"model: {net.n_parameters()} parameters, {mcfg.levels} levels, {mcfg.base_channels} base channels")
     trained_on = {"dataset": str(Path(data).resolve()), "n_train_cells": len(cells), "n_val_cells": len(val_cells),
                   "train_formulas": sorted({c.formula for c in cells}),
-                  "val_formulas": sorted({c.formula for c in val_cells})}
+                  "val_formulas": sorted({c.formula for c in val_cells}),
+                  "v_ratio_range": _v_ratio_range(dataset, [c.id for c in cells])}
+
+    def save_best(epoch: int, val_mae: float | None, **extra) -> str:
+        """Write the current weights to ``out`` as the best so far; return their version."""
+        meta = {"trained_on": trained_on, "train_config": asdict(cfg), "epoch": epoch, "val_mae": val_mae,
+                **extra, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        version = save_model(net.cpu(), out, meta)
+        net.to(cfg.device)
+        return version
 
     if not resume and not cfg.init and cfg.pretrain_steps > 0:
         t_pre = time.perf_counter()
@@ -278,9 +295,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
         if initial is not None:  # the pre-trained state is the first "best": the U-Net stage must beat it
             log(f"validation MAE before training {initial:.4f}")
             best = initial
-            save_model(net.cpu(), out, {"trained_on": trained_on, "train_config": asdict(cfg), "epoch": 0,
-                                        "val_mae": initial, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            net.to(cfg.device)
+            save_best(0, initial)
     else:
         initial = ck.get("initial_val_mae")
     n_batches = max(1, cfg.patches_per_epoch // cfg.batch_size)
@@ -315,11 +330,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
         improved = score < best
         if improved:
             best = score
-            meta = {"trained_on": trained_on, "train_config": asdict(cfg), "epoch": epoch + 1,
-                    "val_mae": row.get("val_mae"), "train_loss_vox": row["loss_vox"],
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            version = save_model(net.cpu(), out, meta)
-            net.to(cfg.device)
+            version = save_best(epoch + 1, row.get("val_mae"), train_loss_vox=row["loss_vox"])
             row["saved_version"] = version
         log(" ".join([f"epoch {epoch + 1:3d}", f"total {row['loss_total']:.4f}"]
                      + [f"{t.upper()} {row[f'loss_{t}']:.4f} (w {row[f'weight_{t}']:.2f})" for t in TERMS]
