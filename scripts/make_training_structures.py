@@ -4,8 +4,14 @@
 Unary fcc/bcc/sc/hcp and binary B2/B1/L1_0/L1_2 cells (1–4 atoms) of metals with a GPAW PAW dataset,
 at ambient volume (pymatgen ``Element.molar_volume``; Vegard average for binaries) and compressions
 V/V0 drawn uniformly in [0.45, 1.0] (≈ 0 to ~300 GPa for the stiff transition metals, but only ≈ 0 to
-40-100 GPa for soft ones such as Ca, Mg, Sc, K: screening at higher pressures extrapolates); a share is strained
+40-100 GPa for soft ones such as Ca, Mg, Sc, K); a share is strained
 (diagonal strain up to 4 %) and some multi-atom cells also rattled, to break symmetry.
+
+With ``--pressures PMIN PMAX`` the cells are instead compressed to a pressure drawn uniformly in
+[PMIN, PMAX] GPa with the package's equations of state (``vegard_volume``: GPAW-PBE where fitted, else
+CHGNet; the prototype's unary Vegard reference), exactly as screening compresses them, and only cells
+with V/V0 below ``--max-ratio`` are kept: this is the high-pressure set (V/V0 ≈ 0.1–0.5 for the soft
+metals at 30–350 GPa) that screening at 100–300 GPa needs.
 
 Split by chemistry: every cell containing one of TEST_ELEMENTS, and every cell of a TEST_PAIRS binary,
 is ``test``; cells of VAL_PAIRS binaries and a random 6 % of the rest are ``val``; the rest ``train``. B2 CaBa and B2 FePb are
@@ -16,6 +22,7 @@ larger ``--count`` or another ``--seed``.
 Usage::
 
     python scripts/make_training_structures.py --count 3000 -o structures.json
+    python scripts/make_training_structures.py --count 1500 --seed 1 --pressures 30 350 -o compressed.json
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import json
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
+from elf_workflows.sublattices.eos import vegard_volume
 from elf_workflows.surrogate.domain import ambient_volume_per_atom as ambient_volume
 
 #: metals with GPAW PBE datasets and robust non-spin-polarised SCF (no 4f lanthanides beyond La, Ce)
@@ -43,6 +51,9 @@ UNARY = ["fcc", "bcc", "sc", "hcp"]
 BINARY = ["B2", "B1", "L1_0", "L1_2"]
 #: atoms per cell of each prototype (primitive cells)
 ATOMS = {"fcc": 1, "bcc": 1, "sc": 1, "hcp": 2, "B2": 2, "B1": 2, "L1_0": 2, "L1_2": 4}
+#: unary structure whose equation of state compresses each prototype (Vegard mixing for binaries)
+EOS_REFERENCE = {"fcc": "fcc", "bcc": "bcc", "sc": "fcc", "hcp": "hcp", "B2": "bcc", "B1": "fcc",
+                 "L1_0": "fcc", "L1_2": "fcc"}
 
 
 def prototype(name: str, species: list[str], volume_per_atom: float) -> Structure:
@@ -101,16 +112,29 @@ def split_of(elements: list[str]) -> str:
 
 
 def generate(count: int, seed: int = 0, distorted_share: float = 0.15, vmin: float = 0.45,
-             val_share: float = 0.06) -> list[dict]:
-    """``count`` cell documents: first the fixed ones (B2 CaBa, B2 FePb), then a seeded random mix."""
+             val_share: float = 0.06, pressures: tuple[float, float] | None = None,
+             max_ratio: float = 0.5) -> list[dict]:
+    """``count`` cell documents: first the fixed ones (B2 CaBa, B2 FePb), then a seeded random mix.
+
+    Volumes: V/V0 uniform in [``vmin``, 1], or, with ``pressures`` = (PMIN, PMAX) in GPa, the equation-of-state
+    volume at a pressure uniform in that range, keeping only cells with V/V0 < ``max_ratio``.
+    """
     rng = np.random.default_rng(seed)
     docs: list[dict] = []
 
-    def add(proto: str, species: list[str], ratio: float, distorted: bool) -> None:
-        v0 = float(np.mean([ambient_volume(x) for x in (species if proto != "L1_2" else
-                                                          [species[0]] * 3 + [species[1]])]))
+    def add(proto: str, species: list[str], ratio: float | None, distorted: bool,
+            pressure: float | None = None) -> None:
+        sites = species if proto != "L1_2" else [species[0]] * 3 + [species[1]]
+        v0 = float(np.mean([ambient_volume(x) for x in sites]))
+        if pressure is not None:
+            composition = {el: sites.count(el) for el in set(sites)}
+            ratio = vegard_volume(composition, EOS_REFERENCE[proto], pressure) / v0
+            if ratio >= max_ratio:
+                return
         s = prototype(proto, species, v0 * ratio)
         source = f"{proto} {'-'.join(species)} V/V0={ratio:.3f}"
+        if pressure is not None:
+            source += f" ({pressure:.0f} GPa)"
         if distorted:
             s, note = distort(s, rng)
             source += f", {note}"
@@ -118,12 +142,16 @@ def generate(count: int, seed: int = 0, distorted_share: float = 0.15, vmin: flo
         split = split_of(elements)
         if split == "train" and rng.random() < val_share:
             split = "val"
-        docs.append({"structure": s.as_dict(), "prototype": proto, "v_ratio": round(ratio, 4),
-                     "volume_per_atom": round(s.volume / len(s), 4), "source": source,
-                     "split": split, "distorted": distorted})
+        doc = {"structure": s.as_dict(), "prototype": proto, "v_ratio": round(ratio, 4),
+               "volume_per_atom": round(s.volume / len(s), 4), "source": source,
+               "split": split, "distorted": distorted}
+        if pressure is not None:
+            doc["pressure_gpa"] = round(pressure, 1)
+        docs.append(doc)
 
+    fixed = (1.0, 0.7, 0.5) if pressures is None else (0.4, 0.3, 0.22)
     for species in (["Ca", "Ba"], ["Fe", "Pb"]):
-        for ratio in (1.0, 0.7, 0.5):
+        for ratio in fixed:
             add("B2", species, ratio, False)
     pairs = [list(p) for p in itertools.combinations(METALS, 2)]
     while len(docs) < count:
@@ -135,8 +163,11 @@ def generate(count: int, seed: int = 0, distorted_share: float = 0.15, vmin: flo
         else:
             proto = UNARY[rng.integers(len(UNARY))]
             species = [METALS[rng.integers(len(METALS))]]
-        ratio = float(rng.uniform(vmin, 1.0))
-        add(proto, species, ratio, bool(rng.random() < distorted_share))
+        distorted = bool(rng.random() < distorted_share)
+        if pressures is None:
+            add(proto, species, float(rng.uniform(vmin, 1.0)), distorted)
+        else:
+            add(proto, species, None, distorted, pressure=float(rng.uniform(*pressures)))
     return docs
 
 
@@ -145,9 +176,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--distorted-share", type=float, default=0.15)
+    parser.add_argument("--pressures", type=float, nargs=2, metavar=("PMIN", "PMAX"),
+                        help="compress by equation of state to a pressure in [PMIN, PMAX] GPa")
+    parser.add_argument("--max-ratio", type=float, default=0.5, help="with --pressures: keep cells with V/V0 below this")
     parser.add_argument("-o", "--output", default="structures.json")
     args = parser.parse_args()
-    docs = generate(args.count, args.seed, args.distorted_share)
+    docs = generate(args.count, args.seed, args.distorted_share, pressures=args.pressures, max_ratio=args.max_ratio)
     with open(args.output, "w") as handle:
         json.dump(docs, handle)
     splits = {k: sum(d["split"] == k for d in docs) for k in ("train", "val", "test")}

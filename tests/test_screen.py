@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from types import SimpleNamespace
 
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -138,7 +139,13 @@ def test_screen_rank_show_commands(tmp_path, monkeypatch, capsys):
 
 def test_surrogate_flags_cells_more_compressed_than_its_training_set(tmp_path):
     from elf_workflows.screening import extrapolation_warning, surrogate_engine
-    from elf_workflows.surrogate.domain import ambient_volume_per_atom, compression_ratio, extrapolation_note
+    from elf_workflows.surrogate.domain import (
+        TRAINED_V_RATIO,
+        ambient_volume_per_atom,
+        compression_ratio,
+        extrapolation_note,
+        trained_v_ratio,
+    )
 
     v0 = ambient_volume_per_atom("Ca")
     assert v0 == pytest.approx(26.2 / 0.602214076, rel=0.01)  # Ca: 26.2 cm³/mol
@@ -149,18 +156,24 @@ def test_surrogate_flags_cells_more_compressed_than_its_training_set(tmp_path):
         return s
 
     assert compression_ratio(fcc_ca(0.7)) == pytest.approx(0.7, rel=1e-9)
+    lo, hi = trained_v_ratio()  # the shipped model's training cells
+    assert lo < 0.45 and 1.0 <= hi < 1.15  # strained ambient cells reach a little above V/V0 = 1
     assert extrapolation_note(fcc_ca(0.7)) is None
-    assert extrapolation_note(fcc_ca(0.45)) is None  # the edge of the training range is inside
-    note = extrapolation_note(fcc_ca(0.3))
-    assert note.startswith("Ca: V/V0 = 0.30 is below") and "0.45" in note
+    assert extrapolation_note(fcc_ca(lo)) is None  # the edge of the training range is inside
+    squeezed = 0.8 * lo
+    note = extrapolation_note(fcc_ca(squeezed))
+    assert note.startswith(f"Ca: V/V0 = {squeezed:.2f} is below") and f"{lo:.2f}" in note
+    # a model without the record falls back to the V/V0 range of the session-2 set
+    assert trained_v_ratio(SimpleNamespace(metadata={})) == TRAINED_V_RATIO == (0.45, 1.0)
+    assert extrapolation_note(fcc_ca(0.3), SimpleNamespace(metadata={})).startswith("Ca: V/V0 = 0.30 is below")
     # binaries: V0 is the mean over sites (Vegard), as in the training generator
     b2 = Structure(Lattice.cubic(3.0), ["Ca", "Ba"], [[0, 0, 0], [.5, .5, .5]])
     assert compression_ratio(b2) == pytest.approx(13.5 / ((v0 + ambient_volume_per_atom("Ba")) / 2), rel=1e-9)
     # the surrogate engine reports it, the screen counts it, the command line warns
-    *_, info = surrogate_engine(fcc_ca(0.3))
+    *_, info = surrogate_engine(fcc_ca(squeezed))
     assert info["extrapolation"] == note
     store = TemplateStore.from_spec(str(tmp_path / "store"))
-    entries = [{"structure": fcc_ca(r), "template_id": f"tpl-{r}"} for r in (0.3, 0.8)]
+    entries = [{"structure": fcc_ca(r), "template_id": f"tpl-{r}"} for r in (squeezed, 0.8)]
     summary = screen_sublattices(entries, store, engine="surrogate", save_grids=False, progress=False)
-    assert summary.extrapolated == ["tpl-0.3"] and len(summary.computed) == 2
+    assert summary.extrapolated == [f"tpl-{squeezed}"] and len(summary.computed) == 2
     assert extrapolation_warning(summary).startswith("warning: 1 of 2 computed templates are more compressed")

@@ -143,9 +143,36 @@ def test_evaluate_reports_metrics_and_figures(trained, tmp_path):
     const = result["constant"]
     assert result["summary"]["constant"]["voxel_mae"] == pytest.approx(np.abs(ref - const).mean(), rel=1e-5)
     assert local_maxima(ref).sum() == result["n_maxima"]
-    for name in ("metrics.json", "per_structure.csv", "parity.png", "b2_slices.png"):
+    for name in ("metrics.json", "per_structure.csv", "parity.png", "b2_slices.png", "b2_isosurfaces.png"):
         assert (tmp_path / name).stat().st_size > 100
     assert result["figures"]["b2_pairs_found"] == ["BaCa", "FePb"]
+    # the per-compression summary: the one test cell falls in its V/V0 bin and repeats the overall numbers
+    from elf_workflows.surrogate.domain import compression_ratio
+    from elf_workflows.surrogate.evaluate import COMPRESSION_BINS
+
+    ((label, part),) = result["by_compression"].items()
+    lo, hi = COMPRESSION_BINS[label]
+    assert lo <= compression_ratio(s) < hi and part["n_structures"] == 1
+    assert part["surrogate"]["voxel_mae"] == pytest.approx(result["summary"]["surrogate"]["voxel_mae"], rel=1e-12)
+    assert part["gradient_expansion"]["maxima_r2"] == pytest.approx(result["summary"]["gradient_expansion"]["maxima_r2"])
+
+
+def test_periodic_isosurface_of_a_gaussian_is_a_sphere_of_the_analytic_radius():
+    """exp(-r²/2σ²) = level on a sphere of radius σ·sqrt(2 ln(1/level)), also when centred on a cell corner."""
+    from elf_workflows.surrogate.evaluate import periodic_isosurface
+
+    lattice = Lattice.cubic(4.0)
+    n, sigma, level = 48, 0.6, 0.5
+    x = np.arange(n) / n * 4.0
+    for centre in (2.0, 0.0):
+        d = (x - centre + 2.0) % 4.0 - 2.0  # periodic distance along an axis
+        r2 = d[:, None, None] ** 2 + d[None, :, None] ** 2 + d[None, None, :] ** 2
+        verts, faces = periodic_isosurface(np.exp(-r2 / (2 * sigma**2)), level, lattice)
+        dv = (verts - centre + 2.0) % 4.0 - 2.0
+        radius = np.linalg.norm(dv, axis=1)
+        assert len(faces) > 100
+        assert radius == pytest.approx(sigma * np.sqrt(2 * np.log(1 / level)), abs=0.02)
+    assert len(periodic_isosurface(np.full((4, 4, 4), 0.2), 0.5, lattice)[1]) == 0
 
 
 def test_local_maxima_periodic():

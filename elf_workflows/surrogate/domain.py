@@ -1,9 +1,10 @@
 """The compressions the surrogate was trained on, and whether a structure lies inside them.
 
-The shipped training cells (``scripts/make_training_structures.py``) span V/V0 = 0.45–1, with V0 the
-ambient volume per atom from pymatgen's molar volumes (Vegard mean for binaries). Screening at
-100–300 GPa compresses soft metals further (Ca at 100 GPa: V/V0 ≈ 0.32), where the surrogate
-extrapolates; :func:`extrapolation_note` says so.
+Training records the V/V0 range of its cells in the model metadata (``trained_on.v_ratio_range``),
+with V0 the ambient volume per atom from pymatgen's molar volumes (Vegard mean for binaries). The
+shipped set spans V/V0 = 0.105–1: a part at V/V0 = 0.45–1 and a part compressed by the equations of
+state to 30–350 GPa (``scripts/make_training_structures.py --pressures``). A structure more compressed
+than a model's training cells is an extrapolation; :func:`extrapolation_note` says so.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-#: V/V0 range of the shipped training set (used when a model's metadata does not record one)
+#: V/V0 range assumed for a model whose metadata does not record one (weights trained before session 3,
+#: on the 0.45–1 part of the set alone)
 TRAINED_V_RATIO = (0.45, 1.0)
 
 
@@ -40,14 +42,20 @@ def compression_ratio(structure: Structure) -> float:
 
 
 def trained_v_ratio(model=None) -> tuple[float, float]:
-    """The V/V0 range a model was trained on (its metadata's ``trained_on.v_ratio_range``, else the shipped set's)."""
+    """The V/V0 range a model was trained on: its metadata's ``trained_on.v_ratio_range``, else
+    :data:`TRAINED_V_RATIO`; ``model=None`` is the shipped model."""
+    if model is None:
+        from elf_workflows.surrogate.infer import load_model
+
+        model = load_model()
     meta = getattr(model, "metadata", None) or {}
     rng = (meta.get("trained_on") or {}).get("v_ratio_range")
     return (float(rng[0]), float(rng[1])) if rng else TRAINED_V_RATIO
 
 
 def extrapolation_note(structure: Structure, model=None, tol: float = 0.01) -> str | None:
-    """A one-line note when ``structure`` is more compressed than the model's training cells, else None."""
+    """A one-line note when ``structure`` is more compressed than the model's training cells (``model=None``:
+    the shipped one), else None."""
     lo, hi = trained_v_ratio(model)
     ratio = compression_ratio(structure)
     if ratio < lo - tol:

@@ -21,11 +21,14 @@ from scipy.ndimage import maximum_filter
 from elf_workflows.errors import InputError
 from elf_workflows.sad import sad_density
 from elf_workflows.surrogate.data import dataset_path
+from elf_workflows.surrogate.domain import compression_ratio
 from elf_workflows.surrogate.features import gradient_expansion_elf
 from elf_workflows.surrogate.infer import SurrogateModel, load_model, predict_elf
 
 METHODS = ("surrogate", "gradient_expansion", "constant")
 FIGURE_PAIRS = (("Ba", "Ca"), ("Fe", "Pb"))
+#: V/V0 bins of the per-compression summary: the screening domain (100–300 GPa) lies mostly below 0.45
+COMPRESSION_BINS = {"V/V0 < 0.3": (0.0, 0.3), "0.3 <= V/V0 < 0.45": (0.3, 0.45), "V/V0 >= 0.45": (0.45, 9.0)}
 
 
 def local_maxima(elf: np.ndarray, floor: float = 0.05) -> np.ndarray:
@@ -74,6 +77,7 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
     const = train_mean_elf(dataset)
     rows, at_max = [], {m: [] for m in ("dft", *METHODS)}
     vox = {m: [0.0, 0.0, 0] for m in METHODS}  # sum |d|, sum d², count
+    cell_vox = []  # the same sums per cell
     fields = {}
     t_ml, t_dft = [], []
     for rec in records:
@@ -87,11 +91,15 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
         mask = local_maxima(ref)
         row = {"id": rec["id"], "formula": rec.get("formula", structure.composition.reduced_formula),
                "source": rec.get("source", ""), "grid": "x".join(map(str, ref.shape)), "n_maxima": int(mask.sum()),
+               "v_ratio": round(float(rec.get("v_ratio") or compression_ratio(structure)), 4),
                "ml_seconds": round(sec, 3), "dft_seconds": rec.get("seconds")}
         at_max["dft"].append(ref[mask])
+        cell_vox.append({})
         for m, p in preds.items():
             d = p - ref
-            vox[m][0] += float(np.abs(d).sum()); vox[m][1] += float((d**2).sum()); vox[m][2] += d.size
+            sums = (float(np.abs(d).sum()), float((d**2).sum()), d.size)
+            cell_vox[-1][m] = sums
+            vox[m] = [a + b for a, b in zip(vox[m], sums)]
             row[f"{m}_mae"] = round(float(np.abs(d).mean()), 5)
             row[f"{m}_max_mae"] = round(float(np.abs(d[mask]).mean()), 5) if mask.any() else None
             at_max[m].append(p[mask])
@@ -101,24 +109,26 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
             t_dft.append(float(rec["seconds"]))
         for pair in FIGURE_PAIRS:
             if pair not in fields and _is_b2(structure, pair):
-                fields[pair] = (row["formula"], ref, ml)
+                fields[pair] = (row["formula"], ref, ml, structure)
         if log:
             log(f"{row['formula']:>12s} {row['grid']:>10s}  MAE ML {row['surrogate_mae']:.4f}  "
                 f"GE {row['gradient_expansion_mae']:.4f}  const {row['constant_mae']:.4f}  ({sec:.2f} s)")
     dft_max = np.concatenate(at_max["dft"])
-    summary = {}
-    for m in METHODS:
-        s_abs, s_sq, n = vox[m]
-        pm = np.concatenate(at_max[m])
-        summary[m] = {"voxel_mae": s_abs / n, "voxel_rmse": math.sqrt(s_sq / n),
-                      "maxima_mae": float(np.abs(pm - dft_max).mean()) if len(pm) else None,
-                      "maxima_r2": r2_score(dft_max, pm) if len(pm) > 1 else None}
+    summary = _summarize(vox, at_max)
+    by_compression = {}
+    for label, (lo, hi) in COMPRESSION_BINS.items():
+        picked = [i for i, r in enumerate(rows) if lo <= r["v_ratio"] < hi]
+        if picked:
+            by_compression[label] = {"n_structures": len(picked), **_summarize(
+                {m: [sum(cell_vox[i][m][k] for i in picked) for k in range(3)] for m in METHODS},
+                {m: [at_max[m][i] for i in picked] for m in at_max})}
     ge_ratio = summary["gradient_expansion"]["voxel_mae"] / max(summary["surrogate"]["voxel_mae"], 1e-12)
     speed = {"ml_seconds_median": float(np.median(t_ml)),
              "dft_seconds_median": float(np.median(t_dft)) if t_dft else None,
              "speedup_median": float(np.median(t_dft) / np.median(t_ml)) if t_dft else None}
     result = {"split": split, "n_structures": len(rows), "n_maxima": int(len(dft_max)), "model_version": model.version,
-              "constant": const, "summary": summary, "improvement_over_gradient_expansion": ge_ratio,
+              "constant": const, "summary": summary, "by_compression": by_compression,
+              "improvement_over_gradient_expansion": ge_ratio,
               "speed": speed, "structures": rows, "figures": {}}
     # B2 figures: look beyond the split if the pair is not in it
     for pair in FIGURE_PAIRS:
@@ -129,7 +139,7 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
                 structure, ref, _ = dataset.load(rec["id"])
                 if _is_b2(structure, pair):
                     fields[pair] = (rec.get("formula", ""), ref.astype(float),
-                                    predict_elf(structure, shape=ref.shape, model=model))
+                                    predict_elf(structure, shape=ref.shape, model=model), structure)
                     break
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -142,9 +152,24 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
         if fields:
             slice_figure(fields, out_dir / "b2_slices.png", model.version)
             result["figures"]["b2_slices"] = str(out_dir / "b2_slices.png")
+            isosurface_figure(fields, out_dir / "b2_isosurfaces.png", model.version)
+            result["figures"]["b2_isosurfaces"] = str(out_dir / "b2_isosurfaces.png")
         result["figures"]["b2_pairs_found"] = ["".join(p) for p in fields]
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
     return result
+
+
+def _summarize(vox: dict, at_max: dict) -> dict:
+    """Per method: voxel MAE/RMSE from (sum |d|, sum d², count) and MAE/R² at the reference maxima."""
+    dft_max = np.concatenate(at_max["dft"])
+    summary = {}
+    for m in METHODS:
+        s_abs, s_sq, n = vox[m]
+        pm = np.concatenate(at_max[m])
+        summary[m] = {"voxel_mae": s_abs / n, "voxel_rmse": math.sqrt(s_sq / n),
+                      "maxima_mae": float(np.abs(pm - dft_max).mean()) if len(pm) else None,
+                      "maxima_r2": r2_score(dft_max, pm) if len(pm) > 1 else None}
+    return summary
 
 
 def parity_plot(dft: np.ndarray, preds: dict, summary: dict, path: Path) -> None:
@@ -177,7 +202,7 @@ def slice_figure(fields: dict, path: Path, version: str) -> None:
 
     n = len(fields)
     fig, axes = plt.subplots(n, 6, figsize=(15, 2.7 * n), squeeze=False)
-    for row, (pair, (formula, ref, ml)) in enumerate(fields.items()):
+    for row, (pair, (formula, ref, ml, _)) in enumerate(fields.items()):
         nz = ref.shape[2]
         diag = lambda f: f[np.arange(f.shape[0]), np.arange(f.shape[0]) % f.shape[1], :]  # noqa: E731
         planes = [("z=0", lambda f: f[:, :, 0]), ("z=½", lambda f: f[:, :, nz // 2]), ("(1-10)", diag)]
@@ -192,3 +217,58 @@ def slice_figure(fields: dict, path: Path, version: str) -> None:
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="ELF")
     fig.suptitle(f"DFT (GPAW) vs surrogate {version}", fontsize=9)
     fig.savefig(path, dpi=100); plt.close(fig)
+
+
+def periodic_isosurface(field: np.ndarray, level: float, lattice) -> tuple[np.ndarray, np.ndarray]:
+    """Marching-cubes isosurface of a periodic grid field over one whole cell.
+
+    The grid is wrapped by one voxel along each axis so surfaces close across the cell faces.
+    Returns (vertices in Cartesian Å, triangle indices); empty arrays where ``level`` is not crossed.
+    """
+    from skimage.measure import marching_cubes
+
+    padded = np.pad(field, [(0, 1)] * 3, mode="wrap")
+    if not padded.min() < level < padded.max():
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=int)
+    verts, faces, _, _ = marching_cubes(padded, level, spacing=tuple(1.0 / n for n in field.shape))
+    return verts @ np.asarray(lattice.matrix), faces
+
+
+def isosurface_figure(fields: dict, path: Path, version: str, quantile: float = 0.9) -> None:
+    """DFT vs ML ELF isosurfaces side by side for each B2 cell: one unit cell with its edges, atoms as dots.
+
+    The level of each row is the DFT field's ``quantile`` (the same level for DFT and ML), so the
+    surfaces enclose the top 10 % of the reference ELF whatever its scale.
+    """
+    import itertools
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(fields)
+    fig = plt.figure(figsize=(8, 3.8 * n))
+    colours = ("tab:blue", "tab:red")
+    for row, (formula, ref, ml, structure) in enumerate(fields.values()):
+        level = float(np.quantile(ref, quantile))
+        matrix = structure.lattice.matrix
+        for col, (label, f) in enumerate((("DFT (GPAW)", ref), ("surrogate", ml))):
+            ax = fig.add_subplot(n, 2, 2 * row + col + 1, projection="3d")
+            verts, faces = periodic_isosurface(f, level, structure.lattice)
+            if len(faces):
+                ax.plot_trisurf(verts[:, 0], verts[:, 1], faces, verts[:, 2], color="goldenrod", alpha=0.6,
+                                linewidth=0)
+            for a, b in itertools.combinations(itertools.product((0, 1), repeat=3), 2):
+                if sum(x != y for x, y in zip(a, b)) == 1:  # the 12 cell edges
+                    ax.plot(*np.array([a, b], float).dot(matrix).T, color="0.6", lw=0.6)
+            for i, el in enumerate(structure.composition.elements):
+                xyz = np.array([site.coords for site in structure if site.specie == el])
+                ax.scatter(*xyz.T, s=90, color=colours[i % 2], label=el.symbol, depthshade=False)
+            ax.set_title(f"{formula} {label}, ELF = {level:.2f}", fontsize=9)
+            ax.set_axis_off()
+            ax.set_box_aspect((1, 1, 1))
+        ax.legend(loc="upper right", fontsize=7)
+    fig.suptitle(f"DFT vs surrogate {version}: isosurfaces at the DFT 90th percentile", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90); plt.close(fig)

@@ -53,7 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     pool: int = 1
     clip: float = 0.5
-    pretrain_steps: int = 30000
+    pretrain_steps: int = 45000
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
@@ -61,7 +61,7 @@ class TrainConfig:
     init: str | None = None
     freeze_pointwise: bool = True
     val_every: int = 5
-    val_max_cells: int = 100
+    val_max_cells: int = 150
     max_cell_voxels: int = 80**3
     model: dict = field(default_factory=lambda: UNetConfig().to_dict())
 
@@ -129,6 +129,9 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
                        device: str = "cpu", lr: float = 3e-3, batch: int = 8192) -> float:
     """Fit the pointwise branch (and the head bias) on random voxels, with the U-Net head zeroed.
 
+    Each batch draws ``batch`` cells uniformly (small, compressed cells count as much as big ones, as
+    in the patch epochs) and one random voxel of each.
+
     With the head's weights at zero the logits are ``bias + point(x)`` voxel by voxel, so this stage
     is a cheap per-voxel regression (L1, cosine-decayed learning rate) that brings the model to the
     accuracy of a local model in minutes; the U-Net then learns the non-local correction. Returns the
@@ -139,6 +142,8 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     c = net.config.in_channels
     x_all = torch.from_numpy(np.concatenate([cell.features.reshape(c, -1).T for cell in cells]))
     y_all = torch.from_numpy(np.concatenate([cell.target.reshape(-1) for cell in cells]))
+    sizes = np.array([cell.target.size for cell in cells])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     with torch.no_grad():
         net.head.weight.zero_()
         net.head.bias.fill_(float(torch.logit(y_all.mean().clamp(0.02, 0.98))))
@@ -150,7 +155,8 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.05 * lr)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
-        idx = torch.from_numpy(rng.integers(len(y_all), size=batch))
+        pick = rng.integers(len(cells), size=batch)  # cells uniformly (as the patch epochs), then a voxel
+        idx = torch.from_numpy(offsets[pick] + (rng.random(batch) * sizes[pick]).astype(np.int64))
         x = x_all[idx].to(device)
         pred = torch.sigmoid(net.head.bias + _point_as_mlp(net.point, x)[:, 0])
         loss = (pred - y_all[idx].to(device)).abs().mean()
