@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
