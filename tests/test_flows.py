@@ -233,6 +233,24 @@ def test_report_of_a_flow_screened_store(tmp_path):
     assert len(check["elf_dft"]) == len(check["elf_pred"]) >= 1
     assert 0 <= min(check["elf_dft"]) and max(check["elf_dft"]) <= 1
     assert 0 < check["elf_voxel_mae"] < 0.5
+    # the same check with the DFT ELF itself as the "prediction": its basins filled with the SCF
+    # density must reproduce the DFT score exactly, and with the SAD give the SAD-partitioned score
+    from dataclasses import replace
+
+    from elf_workflows.reference.gpaw import PRESETS, compute_gpaw_elf
+    from elf_workflows.templates import score_template
+
+    def dft_itself(structure, shape):
+        ref = compute_gpaw_elf(structure, settings=replace(PRESETS["loose"], timeout_s=60.0))
+        assert ref.elf.shape == tuple(shape)
+        dft_itself.structure, dft_itself.elf = structure, ref.elf
+        return ref.elf
+
+    with open_store(tmp_path / "elf_store") as store:
+        (same,) = dft_check(store, ["Al-fcc-100GPa"], engine="gradient-expansion", predict=dft_itself)
+    assert same["elf_voxel_mae"] == 0.0
+    assert same["score_pred_dft_density"] == pytest.approx(same["score_dft"], abs=1e-9)
+    assert same["score_pred"] == pytest.approx(score_template(dft_itself.structure, dft_itself.elf).score, abs=1e-9)
     assert {"ranking_plot", "parity_plot", "elf_slices", "markdown", "html", "ranking_json"} <= set(paths)
     for key in ("ranking_plot", "parity_plot", "elf_slices"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

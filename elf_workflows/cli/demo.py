@@ -120,7 +120,8 @@ def demo(
             if "reason" in c:
                 typer.echo(f"warning: GPAW check of {c['template_id']} failed: {c['reason']}", err=True)
             else:
-                typer.echo(f"  {c['template_id']}: score GPAW {c['score_dft']:.3f} vs surrogate {c['score_pred']:.3f}, "
+                typer.echo(f"  {c['template_id']}: score GPAW {c['score_dft']:.3f} vs surrogate {c['score_pred']:.3f} "
+                           f"(surrogate ELF with the GPAW density: {c['score_pred_dft_density']:.3f}), "
                            f"ELF voxel MAE {c['elf_voxel_mae']:.3f}", err=True)
         typer.echo(f"GPAW check: {time.perf_counter() - t0:.1f} s", err=True)
 
