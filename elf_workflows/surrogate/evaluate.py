@@ -2,9 +2,9 @@
 
 Metrics, on the reference grid of each cell: voxel MAE and RMSE; the ELF at the reference's local
 maxima (periodic 3×3×3 neighbourhood, ELF > 0.05), predicted vs DFT, MAE and R²; per-structure rows;
-the surrogate's wall time against the GPAW time stored with each record. Figures: a parity plot
-at the maxima and DFT vs ML slices of B2 CaBa and B2 FePb (isosurfaces need scikit-image, which
-the project does not depend on; slices through the atoms show the same basins).
+the surrogate's wall time against the GPAW time stored with each record; the same metrics per V/V0
+bin (:data:`COMPRESSION_BINS`). Figures: a parity plot at the maxima, and DFT vs ML isosurfaces
+(marching cubes, scikit-image) and slices of B2 CaBa and B2 FePb.
 """
 
 from __future__ import annotations
