@@ -49,6 +49,7 @@ def test_writer_reader_round_trip(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ds" / "shards").iterdir()) == ["shard-0000.npz", "shard-0001.npz"]
     for rid, (elf, rho) in grids.items():
         s, elf2, rho2 = ds.load(rid)
+        assert record_id(s, "gpaw", {"ecut_ev": 300}) == rid  # the compact structure dict loads back exactly
         assert elf2.dtype == np.float32 and elf2.shape == (4, 5, 6)
         assert np.abs(elf2 - elf).max() < 5e-4  # float16 ELF: 11-bit mantissa
         assert np.allclose(rho2, rho, rtol=1e-6)  # float32 density
@@ -57,6 +58,24 @@ def test_writer_reader_round_trip(tmp_path):
         ds.load("bad")
     with pytest.raises(InputError):
         ReferenceDataset(tmp_path / "nothing")
+
+
+def test_compact_structure_dict_keeps_everything_from_dict_cannot_rederive():
+    from elf_workflows.dataset.format import compact_structure_dict
+
+    plain = Structure(Lattice.from_parameters(3.1, 3.3, 3.7, 80, 95, 100), ["Ca", "Ba"], [[0.1, 0, 0], [0.5, 0.45, 0.5]])
+    d = compact_structure_dict(plain)
+    assert set(d["sites"][0]) == {"species", "abc"} and set(d["lattice"]) == {"matrix"}
+    assert len(json.dumps(d)) < 0.6 * len(json.dumps(plain.as_dict()))
+    assert Structure.from_dict(d) == plain
+    # what is not the default survives: labels, site and structure properties, oxidation states, charge, pbc
+    odd = Structure(Lattice(plain.lattice.matrix, pbc=(True, True, False)), [{"Fe2+": 0.5, "Ni2+": 0.5}, "Ba"],
+                    plain.frac_coords, labels=["M1", "Ba"], site_properties={"magmom": [1.0, 0.0]},
+                    charge=1.0, properties={"note": "x"})
+    back = Structure.from_dict(compact_structure_dict(odd))
+    assert back == odd and back.labels == ["M1", "Ba"] and back.site_properties["magmom"] == [1.0, 0.0]
+    assert back.lattice.pbc == (True, True, False) and back.charge == 1.0 and back.properties == {"note": "x"}
+    assert [str(sp) for sp in back[0].species] == ["Fe2+", "Ni2+"]
 
 
 def test_torn_line_and_reopened_shard(tmp_path):

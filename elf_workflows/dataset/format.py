@@ -9,7 +9,7 @@ A dataset is a directory::
 
 Record keys: ``id`` (stable hash of structure + engine + settings, see :func:`record_id`),
 ``status`` (``ok`` | ``failed``), ``reason`` (failures), ``formula``, ``elements`` (sorted),
-``structure`` (pymatgen dict), ``shape`` ([nx, ny, nz]), ``shard`` (file name under ``shards/``),
+``structure`` (pymatgen dict, compact: :func:`compact_structure_dict`), ``shape`` ([nx, ny, nz]), ``shard`` (file name under ``shards/``),
 ``engine`` (``gpaw`` | ``vasp``), ``settings`` (dict), ``energy_ev``, ``seconds``, ``split``
 (``train`` | ``val`` | ``test``), ``source`` (free text), plus optional extras (``sad``,
 ``convergence``, ``electrons``, ``created``...).
@@ -57,6 +57,29 @@ def structure_key(structure: Structure, decimals: int = 5) -> dict:
         "species": [site.species_string for site in structure],
         "frac_coords": frac.tolist(),
     }
+
+
+def compact_structure_dict(structure: Structure) -> dict:
+    """``structure.as_dict()`` without what ``Structure.from_dict`` re-derives: Cartesian site
+    coordinates, lattice parameters and volume, default labels, empty properties, zero charge, full
+    periodicity. Loads back to an equal structure at half the size of a record line."""
+    d = structure.as_dict()
+    lattice = {"matrix": d["lattice"]["matrix"]}
+    if not all(d["lattice"].get("pbc", (True, True, True))):
+        lattice["pbc"] = d["lattice"]["pbc"]
+    out = {"@module": d["@module"], "@class": d["@class"], "lattice": lattice, "sites": []}
+    for site, sd in zip(structure, d["sites"]):
+        compact = {"species": sd["species"], "abc": sd["abc"]}
+        if sd.get("properties"):
+            compact["properties"] = sd["properties"]
+        if sd.get("label") not in (None, site.species_string):
+            compact["label"] = sd["label"]
+        out["sites"].append(compact)
+    if d.get("charge"):
+        out["charge"] = d["charge"]
+    if d.get("properties"):
+        out["properties"] = d["properties"]
+    return out
 
 
 def record_id(structure: Structure, engine: str, settings: dict | None = None) -> str:
@@ -323,10 +346,10 @@ class DatasetWriter:
         if "id" not in rec:
             raise InputError("a record needs an 'id'")
         structure = rec.get("structure")
-        if isinstance(structure, Structure):
-            rec["structure"] = structure.as_dict()
-        else:
-            structure = Structure.from_dict(structure) if structure else None
+        if structure is not None and not isinstance(structure, Structure):
+            structure = Structure.from_dict(structure)
+        if structure is not None:
+            rec["structure"] = compact_structure_dict(structure)
         rec["status"] = status
         if structure is not None:
             rec.setdefault("formula", structure.composition.reduced_formula)
