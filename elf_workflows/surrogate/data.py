@@ -24,6 +24,7 @@ import numpy as np
 from elf_workflows.errors import InputError
 from elf_workflows.grids import fourier_interpolate
 from elf_workflows.sad import sad_density
+from elf_workflows.surrogate.domain import compression_ratio
 from elf_workflows.surrogate.features import cell_features
 from elf_workflows.surrogate.infer import native_grid
 from elf_workflows.surrogate.symmetry_pool import patch_operations
@@ -39,6 +40,7 @@ class Cell:
         features: float32 ``(C, nx, ny, nz)``.
         target: float32 ELF ``(nx, ny, nz)``.
         patch_ops: signed permutations usable as patch-frame rotations (:func:`patch_operations`).
+        v_ratio: V/V0 of the cell (:func:`elf_workflows.surrogate.domain.compression_ratio`).
     """
 
     id: str
@@ -46,6 +48,7 @@ class Cell:
     features: np.ndarray
     target: np.ndarray
     patch_ops: np.ndarray
+    v_ratio: float
 
 
 def prepare_cell(structure, elf: np.ndarray, spacing: float, multiple: int, record_id: str = "") -> Cell:
@@ -54,7 +57,7 @@ def prepare_cell(structure, elf: np.ndarray, spacing: float, multiple: int, reco
     target = np.clip(fourier_interpolate(np.asarray(elf, float), shape), 0.0, 1.0).astype(np.float32)
     feats = cell_features(structure, sad_density(structure, shape))
     return Cell(id=record_id, formula=structure.composition.reduced_formula, features=feats, target=target,
-                patch_ops=patch_operations(structure.lattice.matrix, shape))
+                patch_ops=patch_operations(structure.lattice.matrix, shape), v_ratio=compression_ratio(structure))
 
 
 def holdout_fraction(record_id: str) -> float:

@@ -169,14 +169,6 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     return float(loss.detach())
 
 
-def _v_ratio_range(dataset, ids: list[str]) -> list[float]:
-    """[min, max] V/V0 (:func:`elf_workflows.surrogate.domain.compression_ratio`) of the training cells ``ids``."""
-    from elf_workflows.surrogate.domain import compression_ratio
-
-    ratios = [compression_ratio(dataset.load_structure(i)) for i in ids]
-    return [round(min(ratios), 4), round(max(ratios), 4)]
-
-
 def plot_history(history: list[dict], path: Path) -> None:
     """Loss-curve PNG: every term, the weighted total, the weights and the validation MAE per epoch."""
     import matplotlib
@@ -281,7 +273,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     trained_on = {"dataset": str(Path(data).resolve()), "n_train_cells": len(cells), "n_val_cells": len(val_cells),
                   "train_formulas": sorted({c.formula for c in cells}),
                   "val_formulas": sorted({c.formula for c in val_cells}),
-                  "v_ratio_range": _v_ratio_range(dataset, [c.id for c in cells])}
+                  "v_ratio_range": [round(min(c.v_ratio for c in cells), 4), round(max(c.v_ratio for c in cells), 4)]}
 
     def save_best(epoch: int, val_mae: float | None, **extra) -> str:
         """Write the current weights to ``out`` as the best so far; return their version."""
