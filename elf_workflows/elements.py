@@ -1,4 +1,4 @@
-"""Per-element data: valence counts, PAW core radii and radial pseudo valence densities.
+"""Per-element data: valence counts, PAW core radii and radial pseudo valence and partition densities.
 
 The table ``data/atomic_densities.npz`` is built by ``scripts/build_atomic_densities.py`` from the PBE
 PAW datasets of ``gpaw-data`` (see that script for the source and the definitions). Radii are in Å,
@@ -31,6 +31,8 @@ class AtomicData:
         r_core: largest PAW augmentation radius (Å); ELF maxima inside it are atomic shell structure.
         r: radial grid (Å).
         rho: spherical pseudo valence density on ``r`` (e/Å³), 4π∫ρr²dr = valence.
+        rho_partition: the valence charge as GPAW's SCF density places it, pseudo valence + smooth
+            core + compensation charge (e/Å³, negative near some nuclei), 4π∫ρr²dr = valence.
         source: where the data came from.
     """
 
@@ -40,6 +42,7 @@ class AtomicData:
     r_core: float
     r: np.ndarray
     rho: np.ndarray
+    rho_partition: np.ndarray
     source: str
 
 
@@ -71,6 +74,7 @@ def atomic_data(symbol: str) -> AtomicData:
         r_core=float(m["r_core"]),
         r=arrays[f"{symbol}/r"],
         rho=arrays[f"{symbol}/rho"],
+        rho_partition=arrays[f"{symbol}/rho_partition"],
         source=m["source"],
     )
 

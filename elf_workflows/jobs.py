@@ -11,7 +11,7 @@ Maker                  output of its job
                        "density": GridData | None}`` (density: SCF valence density, e/Å³)
 ``SurrogateElfMaker``  ``ElfMaker`` with ``engine="surrogate"`` (the shipped U-Net)
 ``GpawElfMaker``       ``ElfMaker`` with ``engine="gpaw"`` (DFT here, ``GpawSettings``)
-``SadMaker``           ``{"shape", "electrons", "sad": GridData}`` on the ELF grid (e/Å³)
+``SadMaker``           ``{"shape", "kind", "electrons", "sad": GridData}`` on the ELF grid (e/Å³)
 ``ScoreMaker``         the :class:`~elf_workflows.documents.TemplateDoc` (attractors + score, no grids)
 ``StoreMaker``         the same document, upserted into an elf-workflows store
 =====================  =====================================================================
@@ -360,7 +360,7 @@ class GpawElfMaker(ElfMaker):
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class SadMaker(Maker):
-    """Superposition of atomic valence densities (e/Å³) on the grid of an ELF job.
+    """Superposition of atomic densities (e/Å³) on the grid of an ELF job.
 
     This is the density whose ELF basins are integrated when the ELF engine brings no SCF density
     (the surrogate). Stored in the ``data`` store with the ELF.
@@ -368,23 +368,28 @@ class SadMaker(Maker):
     Args:
         name: job name.
         spacing: largest voxel edge (Å) when :meth:`make` gets no grid.
+        kind: ``"partition"`` (default): free-atom pseudo valence + PAW compensation charges, the
+            density basin electrons are counted in; ``"valence"``: the smooth valence SAD the
+            surrogate reads (:mod:`elf_workflows.sad`).
     """
 
     name: str = "sad"
     spacing: float = 0.1
+    kind: str = "partition"
 
     @job(data=GridData)
     def make(self, structure: Structure | dict, shape: list[int] | None = None) -> dict:
         """SAD of ``structure`` on ``shape`` (e.g. ``elf_job.output["shape"]``)."""
         from elf_workflows.grids import check_grid, grid_for_spacing
-        from elf_workflows.sad import integrate, sad_density
+        from elf_workflows.sad import integrate, superpose
 
         structure = _structure(structure)
         shape = check_grid(tuple(shape) if shape is not None else grid_for_spacing(structure, self.spacing))
         start = time.perf_counter()
-        rho = sad_density(structure, shape)
+        rho = superpose(structure, shape, self.kind)
         return {
             "shape": list(shape),
+            "kind": self.kind,
             "electrons": integrate(rho, structure),
             "seconds": round(time.perf_counter() - start, 4),
             "sad": GridData(rho, kind="sad", units="e/Å³"),

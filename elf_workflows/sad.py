@@ -9,6 +9,16 @@ with f_s(G) = 4π ∫ ρ_s(r) r² sin(Gr)/(Gr) dr the form factor of the radial 
 sphere inscribed in the grid's frequency box, so the band limit is isotropic and the field is
 invariant under every space-group operator that maps the grid onto itself; f_s(0) = Z_val makes the
 integral the valence electron count. Densities are in e/Å³.
+
+Two radial densities can be superposed (``kind``):
+
+* ``"valence"`` (:func:`sad_density`): the smooth pseudo valence density, normalised to the valence
+  count. It is what GPAW's pseudo ELF is built from, hence the surrogate's input.
+* ``"partition"`` (:func:`partition_density`): pseudo valence + smooth core + PAW compensation
+  charge, the free-atom version of the SCF density that GPAW's basins partition. The smooth valence
+  density spreads semicore electrons (Mg 2s2p, Ca 3s3p) far outside the nucleus, into the
+  interstitial basins; the compensation charge keeps them at the nucleus. Basin electrons of a
+  surrogate ELF are counted in this density.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from elf_workflows.elements import atomic_data
+from elf_workflows.errors import InputError
 from elf_workflows.grids import check_grid, frequencies, reciprocal_vectors
 
 if TYPE_CHECKING:
@@ -37,25 +48,35 @@ _DR = 0.004
 _BLOCK = 4_000_000
 
 
-def form_factor_table(symbol: str) -> tuple[np.ndarray, np.ndarray]:
+#: the radial densities that can be superposed (see the module docstring)
+KINDS = ("valence", "partition")
+
+
+def form_factor_table(symbol: str, kind: str = "valence") -> tuple[np.ndarray, np.ndarray]:
     """(|G| grid in Å⁻¹, f(|G|) in electrons) for ``symbol``: the spherical Bessel transform of its density."""
-    return _form_factor_table(str(symbol))
+    if kind not in KINDS:
+        raise InputError(f"unknown density kind {kind!r}; use one of {', '.join(KINDS)}")
+    return _form_factor_table(str(symbol), kind)
 
 
 @lru_cache(maxsize=None)
-def _form_factor_spline(symbol: str) -> CubicSpline:
-    return CubicSpline(*_form_factor_table(symbol))
+def _form_factor_spline(symbol: str, kind: str) -> CubicSpline:
+    return CubicSpline(*form_factor_table(symbol, kind))
 
 
 @lru_cache(maxsize=None)
-def _form_factor_table(symbol: str) -> tuple[np.ndarray, np.ndarray]:
+def _form_factor_table(symbol: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
     data = atomic_data(symbol)
+    radial = data.rho if kind == "valence" else data.rho_partition
     # The PAW radial grids thin out at large r; a uniform grid keeps the high-G transform free of
     # aliasing noise (which would otherwise add up over the many G vectors of a fine grid).
-    significant = np.nonzero(data.rho * data.r**2 > 1e-12 * (data.rho * data.r**2).max())[0].max()
+    weight = np.abs(radial) * data.r**2
+    significant = np.nonzero(weight > 1e-12 * weight.max())[0].max()
     r_max = data.r[min(significant + 1, len(data.r) - 1)]
     r = np.arange(0.0, r_max + _DR, _DR)
-    rho = np.clip(CubicSpline(data.r, data.rho)(np.minimum(r, data.r[-1])), 0.0, None)
+    rho = CubicSpline(data.r, radial)(np.minimum(r, data.r[-1]))
+    if kind == "valence":  # the partition density is negative near some nuclei (La, Li): keep it so
+        rho = np.clip(rho, 0.0, None)
     weights = np.full_like(r, _DR)
     weights[[0, -1]] = 0.5 * _DR
     integrand = 4 * np.pi * rho * r**2 * weights
@@ -69,10 +90,11 @@ def _form_factor_table(symbol: str) -> tuple[np.ndarray, np.ndarray]:
     return g, f
 
 
-def form_factor(symbol: str, g: np.ndarray) -> np.ndarray:
+def form_factor(symbol: str, g: np.ndarray, kind: str = "valence") -> np.ndarray:
     """f(|G|) of ``symbol`` at |G| (Å⁻¹): cubic spline through the table, 0 beyond it."""
     g = np.asarray(g, float)
-    return np.where(g <= _G_TABLE_MAX, _form_factor_spline(str(symbol))(np.minimum(g, _G_TABLE_MAX)), 0.0)
+    spline = _form_factor_spline(str(symbol), kind)
+    return np.where(g <= _G_TABLE_MAX, spline(np.minimum(g, _G_TABLE_MAX)), 0.0)
 
 
 def band_limit(structure: Structure, shape: Shape) -> float:
@@ -101,6 +123,22 @@ def structure_factor(frac_coords: np.ndarray, shape: Shape) -> np.ndarray:
 
 def sad_density(structure: Structure, shape: Shape) -> np.ndarray:
     """SAD valence density (e/Å³) of ``structure`` on the grid ``shape``; integrates to the valence count."""
+    return superpose(structure, shape, "valence")
+
+
+def partition_density(structure: Structure, shape: Shape) -> np.ndarray:
+    """Superposed free-atom partition densities (pseudo valence + compensation charges, e/Å³).
+
+    The density to count basin electrons in when there is no SCF density; integrates to the valence
+    count. Not a network input: the surrogate sees :func:`sad_density`.
+    """
+    return superpose(structure, shape, "partition")
+
+
+def superpose(structure: Structure, shape: Shape, kind: str = "valence") -> np.ndarray:
+    """Σ_atoms of the radial ``kind`` density of each species on the grid ``shape`` (e/Å³)."""
+    if kind not in KINDS:
+        raise InputError(f"unknown density kind {kind!r}; use one of {', '.join(KINDS)}")
     shape = check_grid(shape, n_arrays=6)
     G = reciprocal_vectors(structure.lattice, shape, rfft=True)
     gnorm = np.sqrt((G**2).sum(0))
@@ -111,7 +149,7 @@ def sad_density(structure: Structure, shape: Shape) -> np.ndarray:
     frac = structure.frac_coords
     symbols = np.array([site.specie.symbol for site in structure])
     for symbol in sorted(set(symbols)):
-        f = np.where(inside, form_factor(symbol, gnorm), 0.0)
+        f = np.where(inside, form_factor(symbol, gnorm, kind), 0.0)
         spectrum += f * structure_factor(frac[symbols == symbol], shape)
     spectrum *= math.prod(shape) / structure.volume
     return np.fft.irfftn(spectrum, s=shape)

@@ -68,7 +68,7 @@ def use_surrogate_model(model) -> None:
 
 
 def surrogate_engine(structure: Structure) -> EngineOutput:
-    """ELF from the shipped surrogate on its native grid (no SCF density: basins partition the SAD)."""
+    """ELF from the shipped surrogate on its native grid (no SCF density: basins partition the free-atom partition density)."""
     from elf_workflows.surrogate import predict_elf
     from elf_workflows.surrogate.domain import extrapolation_note
 

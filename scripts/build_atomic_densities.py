@@ -17,6 +17,16 @@ generator (``gpaw.atom.generator2``) from a neighbour's parameters, and marked `
 Each element also carries ``r_core`` (Å): the largest PAW augmentation radius of its valence
 states, inside which the pseudo ELF shows atomic (semicore) structure rather than bonding.
 
+Second density, ``rho_partition``: the free atom's valence charge the way GPAW's SCF density
+(``Densities.pseudo_densities(add_compensation_charges=True)``) places it,
+
+    n_p(r) = ñ_v(r) + [ñ_c(r) + Q_00 ĝ_0(r)] / √4π,     Q_00 = Σ_ij D_ij Δ_ij00 + Δ_0 + N_v/√4π,
+
+with ñ_v *not* renormalised, ñ_c the smooth core density, ĝ_0 the Gaussian compensation shape and
+D the setup's initial (free-atom) density matrix; 4π∫n_p r²dr = N_v exactly. The compensation charge
+puts the semicore electrons that the smooth ñ_v smears outwards back at the nucleus, so basin
+electrons counted in this density match the SCF density's, where ñ_v over-fills the voids.
+
 Run:  python scripts/build_atomic_densities.py   (needs ``gpaw`` and ``gpaw-data``)
 """
 
@@ -74,8 +84,33 @@ def from_gpaw_data(path: Path) -> dict:
         "r": r,
         "rho": rho,
         "rc": max(rcs),
+        "rho_partition": partition_density(_gpaw_setup(path.name.split(".")[0])),
         "source": f"gpaw-data {path.name}",
     }
+
+
+def partition_density(setup) -> np.ndarray:
+    """n_p(r) (Bohr⁻³) on ``setup.data.rgd``: pseudo valence + smooth core + compensation charge (see above)."""
+    data = setup.data
+    r = data.rgd.r_g
+    f_si = setup.calculate_initial_occupation_numbers(0, False, 0, 1)
+    D_p = setup.initialize_density_matrix(f_si)[0]
+    q00 = float(D_p @ setup.Delta_pL[:, 0] + setup.Delta0 + setup.Nv / np.sqrt(4 * np.pi))
+    valence = sum(f * phit**2 for f, phit, n in zip(data.f_j, data.phit_jg, data.n_j) if n > 0 and f > 0)
+    g0 = np.zeros_like(r)
+    g0[: setup.g_lg.shape[1]] = setup.g_lg[0]
+    rho = valence / (4 * np.pi) + (data.nct_g + q00 * g0) / np.sqrt(4 * np.pi)
+    total = float(np.trapezoid(4 * np.pi * rho * r**2, r))
+    if abs(total - setup.Nv) > 2e-3 * setup.Nv:
+        raise RuntimeError(f"{setup.symbol}: partition density integrates to {total:.4f}, not {setup.Nv}")
+    return rho
+
+
+def _gpaw_setup(symbol: str, data=None):
+    from gpaw.setup import Setup, create_setup
+    from gpaw.xc import XC
+
+    return create_setup(symbol, XC("PBE")) if data is None else Setup(data, XC("PBE"), lmax=2)
 
 
 def from_generator(symbol: str, template: str) -> dict:
@@ -100,6 +135,7 @@ def from_generator(symbol: str, template: str) -> dict:
         "r": r,
         "rho": rho,
         "rc": max(radii),
+        "rho_partition": partition_density(_gpaw_setup(symbol, gen.make_paw_setup(f"elf-workflows-{symbol}"))),
         "source": f"generated with gpaw.atom.generator2 from parameters {template} (PBE)",
     }
 
@@ -113,6 +149,8 @@ def main() -> None:
     for symbol in SYMBOLS:
         path = setups / f"{symbol}.PBE.gz"
         data = from_generator(symbol, GENERATED[symbol]) if symbol in GENERATED else from_gpaw_data(path)
+        if len(data["rho_partition"]) != len(data["r"]):
+            raise RuntimeError(f"{symbol}: the setup's radial grid differs from the dataset's")
         r = data["r"] * BOHR
         rho = data["rho"] / BOHR**3
         keep = slice(0, int(np.nonzero(rho > 1e-12 * rho.max())[0].max()) + 2)
@@ -120,8 +158,12 @@ def main() -> None:
         # trapezoid integral 4π ∫ ρ r² dr, then normalise to the valence count
         integral = np.trapezoid(4 * np.pi * rho * r**2, r)
         rho *= data["valence"] / integral
+        # the partition density on the same grid, its tiny quadrature remainder removed the same way
+        partition = data["rho_partition"][keep] / BOHR**3
+        partition *= data["valence"] / np.trapezoid(4 * np.pi * partition * r**2, r)
         arrays[f"{symbol}/r"] = r
         arrays[f"{symbol}/rho"] = rho
+        arrays[f"{symbol}/rho_partition"] = partition
         meta[symbol] = {
             "Z": data["Z"],
             "valence": data["valence"],

@@ -218,3 +218,19 @@ def test_cli_predict_train_evaluate(trained, tmp_path, capsys):
                  str(tmp_path / "ev"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["summary"]) == {"surrogate", "gradient_expansion", "constant"}
+
+
+def test_val_elements_move_whole_chemistries_to_validation(trained):
+    from elf_workflows.errors import InputError
+    from elf_workflows.surrogate.data import split_records
+
+    data = trained[0]
+    with ReferenceDataset(data) as ds:
+        train_recs, val_recs = split_records(ds)
+        assert ([r["formula"] for r in train_recs], [r["formula"] for r in val_recs]) == (["Ca", "FePb", "K"], ["MgAl"])
+        train_recs, val_recs = split_records(ds, val_elements=["Fe", "K"])
+        assert [r["formula"] for r in train_recs] == ["Ca"]
+        assert sorted(r["formula"] for r in val_recs) == ["FePb", "K", "MgAl"]
+        assert not {"Fe", "K"} & {el for r in train_recs for el in r["elements"]}
+        with pytest.raises(InputError, match="Ba"):  # only in the test split, which is never touched
+            split_records(ds, val_elements=["Ba"])

@@ -32,19 +32,23 @@ def sad(
     output: Path = typer.Option(Path("CHGCAR"), "-o", "--output", help="CHGCAR to write (ρ·V, as VASP)."),
     grid: Optional[tuple[int, int, int]] = typer.Option(None, "--grid", help=GRID_HELP),
     spacing: Optional[float] = typer.Option(None, "--spacing", help=SPACING_HELP + " Default 0.1 Å."),
+    partition: bool = typer.Option(False, "--partition", help="Superpose the partition densities (pseudo valence "
+                                   "+ PAW compensation charges) that scores count basin electrons in, not the "
+                                   "smooth valence densities the surrogate reads."),
 ) -> None:
     """Superposition of valence atomic densities (SAD) on the unit-cell grid, written as a CHGCAR."""
     from elf_workflows.io import read_structure, write_chgcar
-    from elf_workflows.sad import integrate, sad_density, valence_count
+    from elf_workflows.sad import integrate, superpose, valence_count
 
     structure = read_structure(structure_file)
     shape = resolve_grid(structure, grid, spacing)
+    kind = "partition" if partition else "valence"
     start = time.perf_counter()
-    rho = sad_density(structure, shape)
+    rho = superpose(structure, shape, kind)
     seconds = time.perf_counter() - start
     write_chgcar(structure, rho, output)
     typer.echo(
-        f"{structure.composition.reduced_formula}: SAD on {shape[0]}x{shape[1]}x{shape[2]} grid, "
+        f"{structure.composition.reduced_formula}: SAD ({kind}) on {shape[0]}x{shape[1]}x{shape[2]} grid, "
         f"{integrate(rho, structure):.6f} of {valence_count(structure):g} valence electrons, "
         f"ρ in [{rho.min():.4g}, {rho.max():.4g}] e/Å³, {seconds:.2f} s -> {output}", err=True)
 

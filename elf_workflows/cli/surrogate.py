@@ -102,6 +102,8 @@ def train(
                                           help="Keep the per-voxel branch fixed: the U-Net learns the non-local correction only."),
     val_every: int = typer.Option(5, "--val-every", min=1, help="Validate (and keep the best weights) every N epochs."),
     val_max_cells: int = typer.Option(150, "--val-max-cells", min=1, help="Validation cells used (a fixed subset)."),
+    val_elements: str = typer.Option("", "--val-elements", help="Comma-separated elements whose training cells move "
+                                     "to validation (e.g. Sr,Ti): validate on chemistries never trained on."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train the surrogate on periodic patches (origin jitter, symmetry pooling, VOX+HIST+GRAD loss)."""
@@ -116,6 +118,7 @@ def train(
                       lr=lr, pool=pool, clip=clip, pretrain_steps=pretrain_steps, seed=seed, threads=threads, device=device,
                       val_every=val_every, val_max_cells=val_max_cells, init=str(init) if init else None,
                       freeze_pointwise=freeze_pointwise,
+                      val_elements=[e.strip() for e in val_elements.split(",") if e.strip()],
                       model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing,
                                        point_channels=point_channels).to_dict())
     metrics = run(data, out, cfg, resume=resume, progress=not quiet and sys.stderr.isatty())

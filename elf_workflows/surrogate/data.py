@@ -65,13 +65,24 @@ def holdout_fraction(record_id: str) -> float:
     return int(hashlib.sha1(record_id.encode()).hexdigest()[:8], 16) / 16**8
 
 
-def split_records(dataset, val_fraction: float = 0.15) -> tuple[list[dict], list[dict]]:
+def split_records(dataset, val_fraction: float = 0.15,
+                  val_elements: tuple[str, ...] | list[str] = ()) -> tuple[list[dict], list[dict]]:
     """(train, val) records: the dataset's ``val`` split when it has one, else carved from ``train`` by id hash.
 
-    The ``test`` split is never touched.
+    ``val_elements``: every ``train`` record that contains one of these elements moves to validation,
+    so validation measures what the test split asks, transfer to chemistries never trained on
+    (a random slice of the training chemistries only measures interpolation). The ``test`` split is
+    never touched.
     """
     train = list(dataset.records(split="train"))
     val = list(dataset.records(split="val"))
+    held = set(val_elements)
+    if held:
+        unknown = held - {el for r in train + val for el in r.get("elements", [])}
+        if unknown:
+            raise InputError(f"--val-elements {', '.join(sorted(unknown))}: no such element in the train/val records")
+        val += [r for r in train if held & set(r.get("elements", []))]
+        train = [r for r in train if not held & set(r.get("elements", []))]
     if not val:
         val = [r for r in train if holdout_fraction(r["id"]) < val_fraction]
         train = [r for r in train if holdout_fraction(r["id"]) >= val_fraction]

@@ -58,6 +58,7 @@ class TrainConfig:
     threads: int = 2
     device: str = "cpu"
     val_fraction: float = 0.15
+    val_elements: list[str] = field(default_factory=list)
     init: str | None = None
     freeze_pointwise: bool = True
     val_every: int = 5
@@ -229,7 +230,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
         raise InputError(f"patch size {cfg.patch_size} must be a multiple of {mcfg.multiple}")
 
     dataset = dataset_path(data)
-    train_recs, val_recs = split_records(dataset, cfg.val_fraction)
+    train_recs, val_recs = split_records(dataset, cfg.val_fraction, cfg.val_elements)
     t0 = time.perf_counter()
     cells = load_cells(dataset, train_recs, mcfg.spacing, mcfg.multiple, cfg.max_cell_voxels)
     val_recs = sorted(val_recs, key=lambda r: holdout_fraction(r["id"]))[:max(0, cfg.val_max_cells)]
