@@ -30,7 +30,8 @@ class ElfSource(BaseModel):
     engine: str = Field(..., description="ELF engine: surrogate, gpaw, vasp, file, or a custom engine name.")
     settings: dict[str, Any] = Field(default_factory=dict, description="Engine settings (grid, cutoff, k-points...).")
     model_version: Optional[str] = Field(None, description="Surrogate model version (surrogate engine only).")
-    density_source: str = Field("sad", description="Density the basins partition: chgcar, scf or sad.")
+    density_source: str = Field("sad", description="Density the basins partition: chgcar, scf or sad (the "
+                                "superposed free-atom partition densities, sad.partition_density).")
     grid_shape: Optional[list[int]] = Field(None, description="Shape [nx, ny, nz] of the ELF grid.")
 
 

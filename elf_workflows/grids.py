@@ -134,14 +134,16 @@ def _gaussian_kernel(G: np.ndarray, sigma: float) -> np.ndarray | float:
     return np.exp(-0.5 * sigma**2 * (G**2).sum(0)) if sigma > 0 else 1.0
 
 
-def gaussian_smooth(field: np.ndarray, lattice: Lattice, sigma: float) -> np.ndarray:
+def gaussian_smooth(field: np.ndarray, lattice: Lattice, sigma: float, spectrum: np.ndarray | None = None) -> np.ndarray:
     """Periodic convolution of a real field with a normalised isotropic Gaussian of width ``sigma`` (Å).
 
-    Keeps the integral and the symmetry of the field (the kernel is isotropic).
+    Keeps the integral and the symmetry of the field (the kernel is isotropic). ``spectrum``: the
+    field's ``np.fft.rfftn`` when the caller already has it (one forward FFT for many derived fields).
     """
     field = np.asarray(field, dtype=float)
     G = reciprocal_vectors(lattice, field.shape, rfft=True)
-    return np.fft.irfftn(np.fft.rfftn(field) * _gaussian_kernel(G, sigma), s=field.shape)
+    spectrum = np.fft.rfftn(field) if spectrum is None else spectrum
+    return np.fft.irfftn(spectrum * _gaussian_kernel(G, sigma), s=field.shape, axes=(0, 1, 2))
 
 
 def fft_derivative(
@@ -149,6 +151,7 @@ def fft_derivative(
     lattice: Lattice,
     derivative: Literal["gradient", "laplacian", "hessian"] = "gradient",
     smoothing: float = 0.0,
+    spectrum: np.ndarray | None = None,
 ) -> np.ndarray:
     """Spectral derivatives of a periodic real field on the unit-cell grid (units: field per Å^order).
 
@@ -156,12 +159,12 @@ def fft_derivative(
     ``hessian`` → ``(3, 3, nx, ny, nz)``. Odd derivatives drop the Nyquist planes (their sine part is
     not representable on the grid; keeping it makes symmetric fields come out asymmetric).
     ``smoothing`` > 0: derivatives of the field smoothed as :func:`gaussian_smooth` (σ in Å), in the
-    same spectral pass.
+    same spectral pass. ``spectrum``: the field's ``np.fft.rfftn`` when the caller already has it.
     """
     field = np.asarray(field, dtype=float)
     shape = field.shape
     G = reciprocal_vectors(lattice, shape, rfft=True)
-    spectrum = np.fft.rfftn(field) * _gaussian_kernel(G, smoothing)
+    spectrum = (np.fft.rfftn(field) if spectrum is None else spectrum) * _gaussian_kernel(G, smoothing)
     if derivative == "gradient":
         keep = ~_nyquist_mask(shape, rfft=True)
         return np.stack([np.fft.irfftn(1j * G[a] * keep * spectrum, s=shape) for a in range(3)])

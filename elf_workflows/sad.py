@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy.interpolate import CubicSpline
@@ -140,19 +140,31 @@ def superpose(structure: Structure, shape: Shape, kind: str = "valence") -> np.n
     if kind not in KINDS:
         raise InputError(f"unknown density kind {kind!r}; use one of {', '.join(KINDS)}")
     shape = check_grid(shape, n_arrays=6)
+    spectrum, _ = superposition_spectrum(structure, shape, lambda symbol, g: form_factor(symbol, g, kind))
+    return np.fft.irfftn(spectrum, s=shape, axes=(0, 1, 2))
+
+
+def superposition_spectrum(structure: Structure, shape: Shape,
+                           form_factor_of: Callable[[str, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(spectrum, |G|) of Σ_atoms of a spherical function per species on the rfft half grid.
+
+    ``form_factor_of(symbol, |G|)`` gives each species' Fourier transform (its value at G = 0 is the
+    function's integral). The spectrum is cut to the sphere inscribed in the grid's frequency box (G = 0
+    always kept) and scaled so that ``np.fft.irfftn(spectrum, s=shape)`` is the field per Å³.
+    """
     G = reciprocal_vectors(structure.lattice, shape, rfft=True)
     gnorm = np.sqrt((G**2).sum(0))
     del G
     inside = gnorm < band_limit(structure, shape) * (1 - 1e-9)
-    inside.flat[0] = True  # G = 0 always (its f is the electron count)
+    inside.flat[0] = True  # G = 0 always (its f is the integral, e.g. the electron count)
     spectrum = np.zeros(gnorm.shape, dtype=np.complex128)
     frac = structure.frac_coords
     symbols = np.array([site.specie.symbol for site in structure])
     for symbol in sorted(set(symbols)):
-        f = np.where(inside, form_factor(symbol, gnorm, kind), 0.0)
+        f = np.where(inside, form_factor_of(symbol, gnorm), 0.0)
         spectrum += f * structure_factor(frac[symbols == symbol], shape)
     spectrum *= math.prod(shape) / structure.volume
-    return np.fft.irfftn(spectrum, s=shape)
+    return spectrum, gnorm
 
 
 def valence_count(structure: Structure) -> float:

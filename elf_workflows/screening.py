@@ -7,7 +7,8 @@ with ``elf`` a grid on the unit cell, ``density`` the SCF valence density on any
 (:func:`elf_workflows.reference.gpaw.compute_gpaw_elf`) are registered; :func:`register_engine` adds
 others (tests use a cheap analytic one).
 
-Screening is resumable: templates already stored under ``(template_id, engine)`` are skipped, each
+Screening is resumable: templates already stored under ``(template_id, engine)`` are skipped (for the
+surrogate: when stored by the same model version; documents of older weights are recomputed), each
 template is stored as soon as it is scored, so an interrupted run loses at most the template in flight.
 """
 
@@ -133,10 +134,19 @@ class ScreenSummary:
     total: int = 0
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: stored templates of an older surrogate model, computed again (their documents replaced)
+    refreshed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     extrapolated: list[str] = field(default_factory=list)
     seconds: float = 0.0
     store_seconds: float = 0.0
+
+    def counts(self) -> str:
+        """``"N computed, K already stored, F failed, S s"`` (plus the refreshed ones), as the CLI prints it."""
+        refreshed = (f" ({len(self.refreshed)} of them replacing documents of an older surrogate model)"
+                     if self.refreshed else "")
+        return (f"{len(self.computed)} computed{refreshed}, {len(self.skipped)} already stored, "
+                f"{len(self.failed)} failed, {self.seconds:.1f} s")
 
     @property
     def throughput_per_hour(self) -> float:
@@ -183,6 +193,12 @@ def screen_sublattices(
     start = time.perf_counter()
     store.connect()
     done = {tid for tid, _ in store.stored_keys(engine)}
+    stale: set[str] = set()
+    if engine == "surrogate" and engine_fn is None:
+        # documents of an older surrogate (other weights, or before the partition SAD) are not reused
+        current = str(getattr(surrogate_model(), "version", "unknown"))
+        stale = {tid for tid, version in store.stored_model_versions(engine).items() if version != current}
+        done -= stale
     bar = None
     if progress:
         from tqdm import tqdm
@@ -224,6 +240,8 @@ def screen_sublattices(
                 store.save(doc, grids)
                 summary.store_seconds += time.perf_counter() - t3
                 summary.computed.append(tid)
+                if tid in stale:
+                    summary.refreshed.append(tid)
                 if info.get("extrapolation"):
                     summary.extrapolated.append(tid)
                 done.add(tid)

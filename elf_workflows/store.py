@@ -197,6 +197,12 @@ class TemplateStore:
         criteria = {"engine": engine} if engine else {}
         return {(d["template_id"], d["engine"]) for d in self.docs.query(criteria, properties=KEY)}
 
+    def stored_model_versions(self, engine: str) -> dict[str, str | None]:
+        """template_id → ``elf_source.model_version`` of every stored document of ``engine``."""
+        self.connect()
+        docs = self.docs.query({"engine": engine}, properties=["template_id", "elf_source.model_version"])
+        return {d["template_id"]: (d.get("elf_source") or {}).get("model_version") for d in docs}
+
     def count(self, criteria: dict | None = None) -> int:
         self.connect()
         return self.docs.count(criteria or {})

@@ -177,3 +177,30 @@ def test_surrogate_flags_cells_more_compressed_than_its_training_set(tmp_path):
     summary = screen_sublattices(entries, store, engine="surrogate", save_grids=False, progress=False)
     assert summary.extrapolated == [f"tpl-{squeezed}"] and len(summary.computed) == 2
     assert extrapolation_warning(summary).startswith("warning: 1 of 2 computed templates are more compressed")
+
+
+def test_surrogate_documents_of_older_weights_are_recomputed_not_reused(tmp_path, monkeypatch):
+    """A store screened with older surrogate weights (or before the partition SAD) must not keep their scores
+    beside the new ones: templates whose stored model_version differs are computed again and replaced."""
+    from elf_workflows import screening
+
+    version = {"now": "surrogate-old"}
+
+    def fake_surrogate(structure):
+        elf, _, info = void_elf(structure)
+        return elf, None, {**info, "model_version": version["now"]}
+
+    monkeypatch.setitem(screening._ENGINES, "surrogate", fake_surrogate)
+    monkeypatch.setitem(screening._PREPARE, "surrogate", lambda: None)
+    monkeypatch.setattr(screening, "surrogate_model", lambda path=None: SimpleNamespace(version=version["now"]))
+    store = TemplateStore.from_spec(str(tmp_path / "db"))
+    first = screen_sublattices(entries(), store, engine="surrogate", progress=False)
+    assert len(first.computed) == 5 and not first.refreshed
+    again = screen_sublattices(entries(), store, engine="surrogate", progress=False)
+    assert (len(again.computed), len(again.skipped)) == (0, 5)
+    version["now"] = "surrogate-new"
+    new = screen_sublattices(entries(), store, engine="surrogate", progress=False)
+    assert len(new.computed) == 5 and len(new.refreshed) == 5 and not new.skipped
+    assert "5 computed (5 of them replacing documents of an older surrogate model), 0 already stored" in new.counts()
+    assert store.count() == 5  # replaced, never duplicated
+    assert set(store.stored_model_versions("surrogate").values()) == {"surrogate-new"}

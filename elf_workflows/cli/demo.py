@@ -90,8 +90,7 @@ def demo(
     entries = _sublattices(els, protos, press)
     summary = screen_sublattices(entries, target, engine="surrogate", progress=progress and sys.stderr.isatty())
     t_screen = time.perf_counter() - start
-    typer.echo(f"screened {summary.total} templates: {len(summary.computed)} computed, {len(summary.skipped)} "
-               f"already stored, {len(summary.failed)} failed, {summary.seconds:.1f} s", err=True)
+    typer.echo(f"screened {summary.total} templates: {summary.counts()}", err=True)
     from elf_workflows.screening import extrapolation_warning
 
     if warning := extrapolation_warning(summary):

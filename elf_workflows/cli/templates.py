@@ -120,9 +120,7 @@ def screen(
     target = TemplateStore.from_spec(store)
     summary = run_screen(els, protos, press, engine=engine, store=target, binaries=binaries,
                          save_grids=not no_grids, progress=progress)
-    typer.echo(f"screened {summary.total} templates with {engine}: {len(summary.computed)} computed, "
-               f"{len(summary.skipped)} already stored, {len(summary.failed)} failed, {summary.seconds:.1f} s "
-               f"-> {target.description}", err=True)
+    typer.echo(f"screened {summary.total} templates with {engine}: {summary.counts()} -> {target.description}", err=True)
     from elf_workflows.screening import extrapolation_warning
 
     if warning := extrapolation_warning(summary):

@@ -28,7 +28,7 @@ import torch
 from elf_workflows.errors import EngineError, InputError
 from elf_workflows.grids import check_grid, fft_friendly, fourier_interpolate
 from elf_workflows.sad import sad_density
-from elf_workflows.surrogate.features import cell_features
+from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES, cell_features
 from elf_workflows.surrogate.model import MAX_PASS_VOXELS, PeriodicUNet, UNetConfig, predict_grid
 from elf_workflows.surrogate.symmetry_pool import pool_cell
 from elf_workflows.symmetry import get_space_group
@@ -90,6 +90,10 @@ def _from_payload(payload: dict, path: str | None) -> SurrogateModel:
         raise InputError(f"{path}: not an elf-workflows surrogate model file")
     config = dict(payload["config"])
     config.setdefault("point_channels", 0)  # files written before the pointwise branch existed
+    if config.get("in_channels") != N_FEATURES:
+        raise InputError(f"{path}: the model reads {config.get('in_channels')} input channels, this version computes "
+                         f"{N_FEATURES} ({FEATURE_NAMES[-1]} was added in session 4); retrain it with "
+                         "elf-workflows train")
     net = PeriodicUNet(UNetConfig(**config))
     net.load_state_dict(payload["state_dict"])
     net.eval()
