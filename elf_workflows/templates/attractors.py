@@ -17,7 +17,8 @@ Pipeline (all vectorised over voxels):
    (PAW semicore shells of Ca, Y, La, Ba give ELF maxima 0.6–0.9 Å from the nucleus); the rest are
    interstitial.
 5. **Basins**: the ELF watershed partitions the valence density; each attractor gets the electrons (e)
-   and volume (Å³) of its basin (per attractor: the orbit's total divided by the images found), the
+   and volume (Å³) of its basin (per attractor: the orbit's basins summed, divided by its
+   multiplicity, so that Σ multiplicity × electrons is the cell's electron count), the
    density and its Laplacian at the maximum (e/Å³, e/Å⁵; Fourier-interpolated).
 """
 
@@ -318,8 +319,11 @@ def find_attractors(
     for k, (x, value, images, members, n_found) in enumerate(found):
         wyckoff, site_sym = labels[k]
         kind = "atomic" if _is_atomic(structure, x, core_scale) else "interstitial"
-        q = float(electrons[members].sum() / n_found)
-        vol = float(volumes[members].sum() / n_found)
+        # the basins found, shared over the whole orbit: multiplicity × q is then exactly the electrons
+        # (and volume) of those basins, never more than the cell holds, also when a flat maximum made
+        # fewer grid maxima than images (their basins then hold the missing images' share)
+        q = float(electrons[members].sum() / len(images))
+        vol = float(volumes[members].sum() / len(images))
         lap = float(lap_at[k])
         electride = bool(kind == "interstitial" and value > ELECTRIDE_ELF and q >= ELECTRIDE_ELECTRONS
                          and lap < ELECTRIDE_LAPLACIAN)
