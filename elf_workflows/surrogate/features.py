@@ -1,7 +1,8 @@
 """Input features of the surrogate and the gradient-expansion ELF baseline.
 
-Every feature is a rotation-invariant scalar field computed from the SAD density with the one
-FFT-derivative helper :func:`elf_workflows.grids.fft_derivative`, so the features are exactly
+Every feature is a rotation-invariant scalar field: the density channels come from the SAD through
+the one FFT-derivative helper :func:`elf_workflows.grids.fft_derivative`, the species channels and
+the electrostatic channel from Fourier superpositions over the atoms, so the features are exactly
 periodic and carry the symmetry of the structure.
 
 The gradient-expansion (Kirzhnits; Tsirelson & Stash, Chem. Phys. Lett. 351, 142 (2002)) ELF is
