@@ -28,6 +28,12 @@ def test_sad_command_writes_a_normalised_chgcar(tmp_path, poscar):
     assert integrate(rho, structure) == pytest.approx(22.0, abs=1e-5)
     assert main(["sad", str(poscar), "--grid", "10", "12", "14", "-o", str(out)]) == 0
     assert read_chgcar(out)[1].shape == (10, 12, 14)
+    # --partition: the compensated free-atom densities, same electron count, the semicore at the nuclei
+    part = tmp_path / "CHGCAR_partition"
+    assert main(["sad", str(poscar), "--spacing", "0.2", "--partition", "-o", str(part)]) == 0
+    _, rho_p = read_chgcar(part)
+    assert integrate(rho_p, structure) == pytest.approx(22.0, abs=1e-5)
+    assert rho_p.max() > 1.5 * rho.max()  # Y's 4s4p semicore kept at the nucleus
 
 
 def test_symmetry_command_json(poscar, capsys):
