@@ -234,3 +234,32 @@ def test_val_elements_move_whole_chemistries_to_validation(trained):
         assert not {"Fe", "K"} & {el for r in train_recs for el in r["elements"]}
         with pytest.raises(InputError, match="Ba"):  # only in the test split, which is never touched
             split_records(ds, val_elements=["Ba"])
+
+
+def test_score_agreement_metrics():
+    from elf_workflows.surrogate.evaluate import score_agreement
+
+    agree = score_agreement([0.0, 0.2, 0.5, 1.0], [0.0, 0.3, 0.4, 1.2])
+    assert agree["mae"] == pytest.approx((0 + 0.1 + 0.1 + 0.2) / 4)
+    assert agree["spearman"] == pytest.approx(1.0) and (agree["nonzero_dft"], agree["nonzero_surrogate"]) == (3, 3)
+    assert score_agreement([0.0, 0.2, 0.5], [0.5, 0.2, 0.0])["spearman"] == pytest.approx(-1.0)
+    assert score_agreement([0.0, 0.0, 0.0], [0.1, 0.2, 0.3])["spearman"] is None  # undefined, not a number
+
+
+def test_evaluate_scores_each_cell_like_screening(trained, tmp_path):
+    from elf_workflows.sad import partition_density
+    from elf_workflows.surrogate import predict_elf
+    from elf_workflows.surrogate.evaluate import evaluate
+    from elf_workflows.templates import score_template
+
+    data, out, _, _ = trained
+    model = load_model(out)
+    result = evaluate(data, "test", model, None, scores=True)
+    (row,) = result["structures"]
+    ds = ReferenceDataset(data)
+    s, ref, density = ds.load(row["id"])
+    ml = predict_elf(s, shape=ref.shape, model=model)
+    assert row["dft_score"] == score_template(s, ref.astype(float), density.astype(float)).score
+    assert row["surrogate_score"] == pytest.approx(score_template(s, ml, partition_density(s, ml.shape)).score, abs=1e-3)
+    assert result["template_scores"]["n_structures"] == 1
+    assert result["template_scores"]["mae"] == pytest.approx(abs(row["surrogate_score"] - row["dft_score"]))

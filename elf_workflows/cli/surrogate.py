@@ -134,6 +134,8 @@ def evaluate(
     model_path: Optional[Path] = typer.Option(None, "--model", help="Model file (default: shipped weights)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON only."),
     threads: int = typer.Option(2, "--threads"),
+    scores: bool = typer.Option(False, "--scores", help="Also compare template scores (surrogate ELF + partition "
+                                "SAD vs DFT ELF + SCF density); adds about 0.3 s per cell."),
 ) -> None:
     """Held-out evaluation vs DFT: voxel MAE/RMSE, ELF at maxima (MAE, R², parity plot), B2 slices, baselines."""
     import torch
@@ -145,7 +147,8 @@ def evaluate(
         raise InputError(f"unknown split {split!r}; use train, val or test")
     torch.set_num_threads(max(1, threads))
     model = load_model(model_path)
-    result = run(data, split, model, out_dir, log=None if as_json else (lambda m: typer.echo(m, err=True)))
+    result = run(data, split, model, out_dir, log=None if as_json else (lambda m: typer.echo(m, err=True)),
+                 scores=scores)
     if as_json:
         typer.echo(json.dumps({k: v for k, v in result.items() if k != "structures"}, indent=1, default=float))
         return
@@ -164,6 +167,10 @@ def evaluate(
     typer.echo(f"surrogate is {result['improvement_over_gradient_expansion']:.1f}x better than the gradient expansion "
                f"(voxel MAE); median {sp['ml_seconds_median']:.3f} s per cell"
                + (f" vs GPAW {sp['dft_seconds_median']:.1f} s ({sp['speedup_median']:.0f}x)" if sp["speedup_median"] else ""))
+    if ts := result.get("template_scores"):
+        typer.echo(f"template scores, surrogate ELF + partition SAD vs DFT ELF + SCF density: MAE {ts['mae']:.3f} "
+                   f"e/metal atom, Spearman {ts['spearman'] if ts['spearman'] is None else round(ts['spearman'], 3)}; "
+                   f"non-zero in {ts['nonzero_surrogate']} vs {ts['nonzero_dft']} of {ts['n_structures']} cells")
     typer.echo(f"figures and tables in {out_dir}")
 
 

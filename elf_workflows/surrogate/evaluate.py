@@ -60,12 +60,14 @@ def _is_b2(structure, pair) -> bool:
 
 
 def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None = None,
-             out_dir: str | Path | None = None, limit: int | None = None, log=None) -> dict:
+             out_dir: str | Path | None = None, limit: int | None = None, log=None, scores: bool = False) -> dict:
     """Evaluate the surrogate and both baselines on the ``split`` cells of a reference dataset.
 
     Returns a dict with ``summary`` (per method: voxel MAE/RMSE, maxima MAE/R²), ``structures`` (rows),
     ``speed`` and ``figures``; writes ``metrics.json``, ``per_structure.csv``, ``parity.png`` and
-    ``b2_slices.png`` under ``out_dir`` when given.
+    ``b2_slices.png`` under ``out_dir`` when given. ``scores``: also the template score of every cell
+    as screening computes it (surrogate ELF, basins in the partition SAD) against the DFT score (DFT ELF,
+    basins in the stored SCF density), summarised in ``template_scores`` (MAE, Spearman ρ).
     """
     model = model or load_model()
     dataset = dataset_path(data)
@@ -81,7 +83,7 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
     fields = {}
     t_ml, t_dft = [], []
     for rec in records:
-        structure, ref, _ = dataset.load(rec["id"])
+        structure, ref, dft_density = dataset.load(rec["id"])
         ref = ref.astype(float)
         start = time.perf_counter()
         ml = predict_elf(structure, shape=ref.shape, model=model)
@@ -103,6 +105,11 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
             row[f"{m}_mae"] = round(float(np.abs(d).mean()), 5)
             row[f"{m}_max_mae"] = round(float(np.abs(d[mask]).mean()), 5) if mask.any() else None
             at_max[m].append(p[mask])
+        if scores:
+            from elf_workflows.templates import score_template
+
+            row["dft_score"] = score_template(structure, ref, dft_density.astype(float), density_source="scf").score
+            row["surrogate_score"] = score_template(structure, ml).score
         rows.append(row)
         t_ml.append(sec)
         if rec.get("seconds"):
@@ -130,6 +137,8 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
               "constant": const, "summary": summary, "by_compression": by_compression,
               "improvement_over_gradient_expansion": ge_ratio,
               "speed": speed, "structures": rows, "figures": {}}
+    if scores:
+        result["template_scores"] = score_agreement([r["dft_score"] for r in rows], [r["surrogate_score"] for r in rows])
     # B2 figures: look beyond the split if the pair is not in it
     for pair in FIGURE_PAIRS:
         if pair in fields:
@@ -157,6 +166,17 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
         result["figures"]["b2_pairs_found"] = ["".join(p) for p in fields]
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
     return result
+
+
+def score_agreement(dft: list[float], predicted: list[float]) -> dict:
+    """MAE (e per metal atom) and Spearman ρ of predicted vs DFT template scores, plus how many are non-zero."""
+    from scipy.stats import spearmanr
+
+    dft, predicted = np.asarray(dft, float), np.asarray(predicted, float)
+    rho = spearmanr(dft, predicted).statistic if len(dft) > 2 and np.ptp(dft) > 0 and np.ptp(predicted) > 0 else None
+    return {"n_structures": int(len(dft)), "mae": float(np.abs(predicted - dft).mean()) if len(dft) else None,
+            "spearman": None if rho is None else float(rho),
+            "nonzero_dft": int((dft > 0).sum()), "nonzero_surrogate": int((predicted > 0).sum())}
 
 
 def _summarize(vox: dict, at_max: dict) -> dict:
