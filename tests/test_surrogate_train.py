@@ -263,3 +263,34 @@ def test_evaluate_scores_each_cell_like_screening(trained, tmp_path):
     assert row["surrogate_score"] == pytest.approx(score_template(s, ml, partition_density(s, ml.shape)).score, abs=1e-3)
     assert result["template_scores"]["n_structures"] == 1
     assert result["template_scores"]["mae"] == pytest.approx(abs(row["surrogate_score"] - row["dft_score"]))
+
+
+def test_interstitial_mask_excludes_exactly_the_core_spheres():
+    from elf_workflows.elements import core_radius
+    from elf_workflows.surrogate.data import interstitial_mask
+    from elf_workflows.symmetry import symmetry_error
+
+    # one atom in a big cube: the excluded fraction is the core sphere's volume fraction
+    atom = Structure(Lattice.cubic(8.0), ["Ca"], [[0.5, 0.5, 0.5]])
+    mask = interstitial_mask(atom, (80, 80, 80))
+    sphere = 4 / 3 * np.pi * core_radius("Ca") ** 3 / atom.volume
+    assert (~mask).mean() == pytest.approx(sphere, rel=0.02)
+    # a compressed fcc primitive cell (60° axes): neighbours' images count, and the mask is symmetric
+    a = 3.4
+    fcc = Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Mg"], [[0, 0, 0]])
+    m = interstitial_mask(fcc, (24, 24, 24))
+    assert m[12, 12, 12]  # the octahedral void (1/2, 1/2, 1/2) lies 1.70 Å from every Mg, outside 1.09 Å
+    assert not m[0, 0, 0] and not m[1, 23, 0]  # at and next to the atom, also through a periodic image
+    assert symmetry_error(m.astype(float), fcc) == 0.0
+
+
+def test_interstitial_weighted_l1():
+    from elf_workflows.surrogate.train import interstitial_weighted_l1
+
+    pred = torch.tensor([0.2, 0.5, 0.9, 0.1])
+    target = torch.tensor([0.3, 0.8, 0.9, 0.5])
+    inter = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert float(interstitial_weighted_l1(pred, target, inter, 0.0)) == pytest.approx((0.1 + 0.3 + 0 + 0.4) / 4)
+    w = np.array([1 + 4 * 0.3, 1 + 4 * 0.8, 1.0, 1.0])
+    expected = (w * np.array([0.1, 0.3, 0.0, 0.4])).sum() / w.sum()
+    assert float(interstitial_weighted_l1(pred, target, inter, 4.0)) == pytest.approx(expected, rel=1e-6)

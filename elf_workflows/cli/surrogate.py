@@ -104,6 +104,9 @@ def train(
     val_max_cells: int = typer.Option(150, "--val-max-cells", min=1, help="Validation cells used (a fixed subset)."),
     val_elements: str = typer.Option("", "--val-elements", help="Comma-separated elements whose training cells move "
                                      "to validation (e.g. Sr,Ti): validate on chemistries never trained on."),
+    interstitial_weight: float = typer.Option(0.0, "--interstitial-weight", min=0.0,
+                                              help="Pre-training loss weight 1 + W·ELF on voxels outside the atomic "
+                                              "cores (0: plain L1); raises the void maxima that scores use."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train the surrogate on periodic patches (origin jitter, symmetry pooling, VOX+HIST+GRAD loss)."""
@@ -119,6 +122,7 @@ def train(
                       val_every=val_every, val_max_cells=val_max_cells, init=str(init) if init else None,
                       freeze_pointwise=freeze_pointwise,
                       val_elements=[e.strip() for e in val_elements.split(",") if e.strip()],
+                      interstitial_weight=interstitial_weight,
                       model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing,
                                        point_channels=point_channels).to_dict())
     metrics = run(data, out, cfg, resume=resume, progress=not quiet and sys.stderr.isatty())

@@ -41,6 +41,8 @@ class Cell:
         target: float32 ELF ``(nx, ny, nz)``.
         patch_ops: signed permutations usable as patch-frame rotations (:func:`patch_operations`).
         v_ratio: V/V0 of the cell (:func:`elf_workflows.surrogate.domain.compression_ratio`).
+        interstitial: bool ``(nx, ny, nz)``, voxels outside every atom's PAW core radius
+            (:func:`interstitial_mask`), where template attractors live.
     """
 
     id: str
@@ -49,6 +51,32 @@ class Cell:
     target: np.ndarray
     patch_ops: np.ndarray
     v_ratio: float
+    interstitial: np.ndarray | None = None
+
+
+def interstitial_mask(structure, shape) -> np.ndarray:
+    """True at grid points farther than its PAW core radius (:func:`elf_workflows.elements.core_radius`)
+    from every atom — the region where :mod:`elf_workflows.templates` calls an ELF maximum interstitial.
+
+    Distances to the 27 nearest periodic images of each atom, so skewed and small cells are exact for
+    core radii below the cell's shortest image distance.
+    """
+    from itertools import product
+
+    from elf_workflows.elements import core_radius
+    from elf_workflows.grids import fractional_grid
+
+    frac = fractional_grid(tuple(shape)).reshape(-1, 3)
+    matrix = structure.lattice.matrix
+    outside = np.ones(len(frac), bool)
+    shifts = np.array(list(product((-1, 0, 1), repeat=3)), float)
+    for site in structure:
+        d = frac - site.frac_coords
+        d -= np.round(d)
+        radius = core_radius(site.specie.symbol)
+        for shift in shifts:
+            outside &= np.linalg.norm((d + shift) @ matrix, axis=1) >= radius
+    return outside.reshape(tuple(shape))
 
 
 def prepare_cell(structure, elf: np.ndarray, spacing: float, multiple: int, record_id: str = "") -> Cell:
@@ -57,7 +85,8 @@ def prepare_cell(structure, elf: np.ndarray, spacing: float, multiple: int, reco
     target = np.clip(fourier_interpolate(np.asarray(elf, float), shape), 0.0, 1.0).astype(np.float32)
     feats = cell_features(structure, sad_density(structure, shape))
     return Cell(id=record_id, formula=structure.composition.reduced_formula, features=feats, target=target,
-                patch_ops=patch_operations(structure.lattice.matrix, shape), v_ratio=compression_ratio(structure))
+                patch_ops=patch_operations(structure.lattice.matrix, shape), v_ratio=compression_ratio(structure),
+                interstitial=interstitial_mask(structure, shape))
 
 
 def holdout_fraction(record_id: str) -> float:
