@@ -134,7 +134,8 @@ def _gaussian_kernel(G: np.ndarray, sigma: float) -> np.ndarray | float:
     return np.exp(-0.5 * sigma**2 * (G**2).sum(0)) if sigma > 0 else 1.0
 
 
-def gaussian_smooth(field: np.ndarray, lattice: Lattice, sigma: float, spectrum: np.ndarray | None = None) -> np.ndarray:
+def gaussian_smooth(field: np.ndarray, lattice: Lattice, sigma: float,
+                    spectrum: np.ndarray | None = None) -> np.ndarray:
     """Periodic convolution of a real field with a normalised isotropic Gaussian of width ``sigma`` (Å).
 
     Keeps the integral and the symmetry of the field (the kernel is isotropic). ``spectrum``: the

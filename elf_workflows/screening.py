@@ -69,7 +69,10 @@ def use_surrogate_model(model) -> None:
 
 
 def surrogate_engine(structure: Structure) -> EngineOutput:
-    """ELF from the shipped surrogate on its native grid (no SCF density: basins partition the free-atom partition density)."""
+    """ELF from the shipped surrogate on its native grid.
+
+    No SCF density comes with it: the basins partition :func:`elf_workflows.sad.partition_density`.
+    """
     from elf_workflows.surrogate import predict_elf
     from elf_workflows.surrogate.domain import extrapolation_note
 

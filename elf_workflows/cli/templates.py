@@ -120,7 +120,8 @@ def screen(
     target = TemplateStore.from_spec(store)
     summary = run_screen(els, protos, press, engine=engine, store=target, binaries=binaries,
                          save_grids=not no_grids, progress=progress)
-    typer.echo(f"screened {summary.total} templates with {engine}: {summary.counts()} -> {target.description}", err=True)
+    typer.echo(f"screened {summary.total} templates with {engine}: {summary.counts()} -> {target.description}",
+               err=True)
     from elf_workflows.screening import extrapolation_warning
 
     if warning := extrapolation_warning(summary):

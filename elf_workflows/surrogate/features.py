@@ -186,7 +186,8 @@ def species_features(structure: Structure, shape: tuple[int, int, int], sigma: f
     return np.stack([np.fft.irfftn(num[k], s=shape) / weight for k in range(3)]).astype(np.float32)
 
 
-def electrostatic_potential(structure: Structure, shape: tuple[int, int, int], sigma: float = NUCLEUS_SIGMA) -> np.ndarray:
+def electrostatic_potential(structure: Structure, shape: tuple[int, int, int],
+                            sigma: float = NUCLEUS_SIGMA) -> np.ndarray:
     """Electrostatic potential (V) of the superposed neutral free atoms on the grid ``shape``.
 
     Charges: a Gaussian pseudo-nucleus of charge +Z_val (width ``sigma`` Å) per atom and its
