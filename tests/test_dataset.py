@@ -60,6 +60,24 @@ def test_writer_reader_round_trip(tmp_path):
         ReferenceDataset(tmp_path / "nothing")
 
 
+def test_settings_shared_by_records_are_written_once_and_read_back_exactly(tmp_path):
+    base = {"ecut_ev": 300.0, "xc": "PBE", "kpoints": [3, 3, 3], "elf": "pseudo ELF, a long fixed description"}
+    settings = [base, {**base, "kpoints": [5, 5, 5]}, {"ecut_ev": 300.0, "xc": "PBE"}, {**base, "extra": 1}]
+    with DatasetWriter(tmp_path / "ds") as writer:
+        for i, st in enumerate(settings):
+            writer.add_failed({"id": f"r{i}", "structure": cell(a=3.9 + 0.1 * i), "engine": "gpaw",
+                               "settings": st}, "test")
+    lines = [json.loads(line) for line in (tmp_path / "ds" / "records.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "ds" / "settings.json").read_text()) == {"gpaw": base}
+    # a line keeps only what differs from the shared settings; a record lacking a shared key stays whole
+    assert [line.get("settings") for line in lines] == [{}, {"kpoints": [5, 5, 5]}, {"ecut_ev": 300.0, "xc": "PBE"},
+                                                         {"extra": 1}]
+    assert [line.get("settings_shared", False) for line in lines] == [True, True, False, True]
+    for reader in (ReferenceDataset(tmp_path / "ds").all_records(), DatasetWriter(tmp_path / "ds")._records.values()):
+        assert [r["settings"] for r in reader] == settings
+        assert not any("settings_shared" in r for r in reader)
+
+
 def test_compact_structure_dict_keeps_everything_from_dict_cannot_rederive():
     from elf_workflows.dataset.format import compact_structure_dict
 

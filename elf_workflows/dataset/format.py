@@ -4,6 +4,8 @@ A dataset is a directory::
 
     DATASET/
       records.jsonl          one JSON object per line: the metadata of one cell
+      settings.json          per engine, the settings its records share (the first record's), so a
+                             line keeps only the keys that differ (``settings_shared``: true)
       shards/shard-0000.npz  arrays "{id}.elf" (float16 ELF) and "{id}.density" (float32, e/Å³)
       shards/shard-0001.npz  ...
 
@@ -43,6 +45,8 @@ from pymatgen.core import Structure
 from elf_workflows.errors import InputError
 
 RECORDS = "records.jsonl"
+#: per engine, the settings shared by the dataset's records (written once, not on every line)
+SHARED_SETTINGS = "settings.json"
 SHARDS = "shards"
 SPLITS = ("train", "val", "test")
 _SHARD_RE = re.compile(r"shard-(\d{4,})\.npz$")
@@ -89,11 +93,42 @@ def record_id(structure: Structure, engine: str, settings: dict | None = None) -
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def _read_shared_settings(directory: Path) -> dict[str, dict]:
+    """``{engine: settings}`` of ``settings.json`` (empty when the dataset has none)."""
+    path = directory / SHARED_SETTINGS
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True, default=_json_default) == json.dumps(b, sort_keys=True, default=_json_default)
+
+
+def compact_settings(record: dict, shared: dict[str, dict]) -> dict:
+    """The record as stored on its line: when its ``settings`` hold every key of its engine's shared
+    settings, only the keys that differ stay, and ``settings_shared`` marks the line for
+    :func:`expand_settings` (the engine's fixed descriptions are then written once per dataset)."""
+    base = shared.get(str(record.get("engine")))
+    settings = record.get("settings")
+    if not base or not isinstance(settings, dict) or not set(base) <= set(settings):
+        return record
+    own = {k: v for k, v in settings.items() if k not in base or not _same(v, base[k])}
+    return {**record, "settings": own, "settings_shared": True}
+
+
+def expand_settings(record: dict, shared: dict[str, dict]) -> dict:
+    """Inverse of :func:`compact_settings`: the full ``settings`` of a stored line."""
+    if not record.pop("settings_shared", False):
+        return record
+    record["settings"] = {**shared[str(record.get("engine"))], **record.get("settings", {})}
+    return record
+
+
 def _read_records(path: Path) -> "OrderedDict[str, dict]":
     """All records of ``records.jsonl``, last line per id wins; a torn last line (kill) is ignored."""
     records: OrderedDict[str, dict] = OrderedDict()
     if not path.exists():
         return records
+    shared = _read_shared_settings(path.parent)
     with path.open() as handle:
         for n, line in enumerate(handle, 1):
             line = line.strip()
@@ -106,7 +141,7 @@ def _read_records(path: Path) -> "OrderedDict[str, dict]":
             if not isinstance(rec, dict) or "id" not in rec:
                 continue
             records.pop(rec["id"], None)
-            records[rec["id"]] = rec
+            records[rec["id"]] = expand_settings(rec, shared)
     return records
 
 
@@ -254,6 +289,7 @@ class DatasetWriter:
         self.records_file = self.path / RECORDS
         self.records_per_shard = int(records_per_shard)
         self._records = _read_records(self.records_file)
+        self._shared = _read_shared_settings(self.path)
         self._end_torn_line()
         self._current: str | None = None
         self._arrays: dict[str, np.ndarray] = {}
@@ -298,7 +334,14 @@ class DatasetWriter:
         return record_id in self._records
 
     def _append_line(self, record: dict) -> None:
-        line = json.dumps(record, default=_json_default, separators=(",", ":"))
+        engine, settings = str(record.get("engine")), record.get("settings")
+        if engine not in self._shared and isinstance(settings, dict) and settings:
+            # the first record of an engine fixes its shared settings; written before any line uses them
+            self._shared[engine] = settings
+            tmp = self.path / (SHARED_SETTINGS + ".tmp")
+            tmp.write_text(json.dumps(self._shared, indent=1, sort_keys=True, default=_json_default))
+            os.replace(tmp, self.path / SHARED_SETTINGS)
+        line = json.dumps(compact_settings(record, self._shared), default=_json_default, separators=(",", ":"))
         with self.records_file.open("a") as handle:
             handle.write(line + "\n")
             handle.flush()
