@@ -1,9 +1,10 @@
 """Surrogate benchmarks: time per cell against the GPAW time stored in a reference dataset, and tiled memory.
 
-    .venv/bin/python benchmarks/bench_surrogate.py [--data data/reference] [--split test] [--big N]
+    .venv/bin/python benchmarks/bench_surrogate.py [--data data/reference] [--split test] [--big N] [--stages]
 
 Prints one JSON object. ``--big N`` also predicts an N³ native grid (a supercell of fcc La) with
-tiled inference and reports its wall time and peak resident memory (ru_maxrss).
+tiled inference and reports its wall time and peak resident memory (ru_maxrss). ``--stages`` adds
+the median time of each step (space group, SAD, each feature family, network, pooling, interpolation).
 """
 
 from __future__ import annotations
@@ -82,6 +83,46 @@ def _tile_peak(model) -> dict:
             "rss_before_gb": before}
 
 
+def stage_times(model, structures, shapes) -> dict:
+    """Median milliseconds per cell of each step of :func:`elf_workflows.surrogate.predict_elf`."""
+    from elf_workflows.grids import fourier_interpolate
+    from elf_workflows.sad import sad_density
+    from elf_workflows.surrogate.features import (
+        atomic_limit_features,
+        electrostatic_features,
+        input_features,
+        species_features,
+    )
+    from elf_workflows.surrogate.infer import model_grid
+    from elf_workflows.surrogate.symmetry_pool import pool_cell
+    from elf_workflows.symmetry import get_space_group
+
+    times: dict[str, list[float]] = {}
+
+    def clock(name, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        times.setdefault(name, []).append(1000 * (time.perf_counter() - start))
+        return out
+
+    net = model.net.eval()
+    for s, shape in zip(structures, shapes):
+        group = clock("space group + native grid", lambda: (g := get_space_group(s), model_grid(s, model, g)))
+        grid = group[1]
+        rho = clock("SAD", sad_density, s, grid)
+        dens = clock("density channels (14)", input_features, rho, s.lattice)
+        spec = clock("species channels (3)", species_features, s, grid)
+        elec = clock("electrostatic channel", electrostatic_features, s, grid).astype(np.float32)
+        atom = clock("atomic-limit channels (3)", atomic_limit_features, s, grid)
+        x = torch.from_numpy(np.concatenate([dens, spec, elec, atom]))[None]
+        with torch.inference_mode():
+            clock("per-voxel branch", net.pointwise, x)
+            out = clock("network (U-Net + per-voxel)", lambda: net(x)[0, 0].numpy())
+        out = clock("symmetry pooling", pool_cell, out, group[0])
+        clock("interpolation to the DFT grid", fourier_interpolate, out, tuple(shape))
+    return {name: round(float(np.median(v)), 2) for name, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default="data/reference")
@@ -90,6 +131,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--big", type=int, default=0, help="edge of a big native grid to predict tiled (e.g. 256)")
     parser.add_argument("--full", action="store_true", help="run the real network on every tile of --big")
+    parser.add_argument("--stages", action="store_true", help="also time each step (median ms per cell)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -108,6 +150,8 @@ def main() -> None:
         dft = float(np.mean([r["seconds"] for r in recs if r.get("seconds")]))
         report["cells"] = {"n": len(recs), "split": args.split, "surrogate_s_per_cell": ml,
                            "gpaw_s_per_cell": dft, "speedup": dft / ml}
+        if args.stages:
+            report["stages_ms_median"] = stage_times(model, structures, [tuple(r["shape"]) for r in recs])
     if args.big:
         report["big"] = big_grid(model, args.big, args.full)
     print(json.dumps(report, indent=1))

@@ -1,4 +1,4 @@
-"""Per-element data: valence counts, PAW core radii and radial pseudo valence and partition densities.
+"""Per-element data: valence counts, PAW core radii, radial pseudo valence, partition and pseudo-atom densities.
 
 The table ``data/atomic_densities.npz`` is built by ``scripts/build_atomic_densities.py`` from the PBE
 PAW datasets of ``gpaw-data`` (see that script for the source and the definitions). Radii are in Å,
@@ -33,6 +33,9 @@ class AtomicData:
         rho: spherical pseudo valence density on ``r`` (e/Å³), 4π∫ρr²dr = valence.
         rho_partition: the valence charge as GPAW's SCF density places it, pseudo valence + smooth
             core + compensation charge (e/Å³, negative near some nuclei), 4π∫ρr²dr = valence.
+        rho_pseudo: the free atom's density in GPAW's pseudo ELF, pseudo valence (with its PAW norm
+            deficit, not renormalised) + smooth core (e/Å³).
+        tau_pseudo: its kinetic energy density τ̃ = ½Σ|∇ψ̃|² + smooth core τ̃_c (Å⁻⁵, ħ²/m_e = 1).
         source: where the data came from.
     """
 
@@ -43,6 +46,8 @@ class AtomicData:
     r: np.ndarray
     rho: np.ndarray
     rho_partition: np.ndarray
+    rho_pseudo: np.ndarray
+    tau_pseudo: np.ndarray
     source: str
 
 
@@ -75,6 +80,8 @@ def atomic_data(symbol: str) -> AtomicData:
         r=arrays[f"{symbol}/r"],
         rho=arrays[f"{symbol}/rho"],
         rho_partition=arrays[f"{symbol}/rho_partition"],
+        rho_pseudo=arrays[f"{symbol}/rho_pseudo"],
+        tau_pseudo=arrays[f"{symbol}/tau_pseudo"],
         source=m["source"],
     )
 

@@ -370,7 +370,8 @@ class SadMaker(Maker):
         spacing: largest voxel edge (Å) when :meth:`make` gets no grid.
         kind: ``"partition"`` (default): free-atom pseudo valence + PAW compensation charges, the
             density basin electrons are counted in; ``"valence"``: the smooth valence SAD the
-            surrogate reads (:mod:`elf_workflows.sad`).
+            surrogate reads; ``"pseudo"``: the free pseudo atoms of GPAW's ELF, smooth core included
+            (:mod:`elf_workflows.sad`).
     """
 
     name: str = "sad"
@@ -381,8 +382,10 @@ class SadMaker(Maker):
     def make(self, structure: Structure | dict, shape: list[int] | None = None) -> dict:
         """SAD of ``structure`` on ``shape`` (e.g. ``elf_job.output["shape"]``)."""
         from elf_workflows.grids import check_grid, grid_for_spacing
-        from elf_workflows.sad import integrate, superpose
+        from elf_workflows.sad import DENSITY_KINDS, integrate, superpose
 
+        if self.kind not in DENSITY_KINDS:
+            raise InputError(f"SadMaker(kind={self.kind!r}): use one of {', '.join(DENSITY_KINDS)}")
         structure = _structure(structure)
         shape = check_grid(tuple(shape) if shape is not None else grid_for_spacing(structure, self.spacing))
         start = time.perf_counter()

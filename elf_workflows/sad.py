@@ -23,6 +23,7 @@ Two radial densities can be superposed (``kind``):
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
@@ -49,11 +50,19 @@ _BLOCK = 4_000_000
 
 
 #: the radial densities that can be superposed (see the module docstring)
-KINDS = ("valence", "partition")
+KINDS = ("valence", "partition", "pseudo", "pseudo_kinetic")
+#: the kinds that are electron densities (e/Å³); ``pseudo_kinetic`` is a kinetic energy density
+DENSITY_KINDS = ("valence", "partition", "pseudo")
+#: the kinds whose radial table is scaled so that f(0) is the valence count exactly
+_NORMALISED = ("valence", "partition")
+_RADIAL = {"valence": "rho", "partition": "rho_partition", "pseudo": "rho_pseudo", "pseudo_kinetic": "tau_pseudo"}
 
 
 def form_factor_table(symbol: str, kind: str = "valence") -> tuple[np.ndarray, np.ndarray]:
-    """(|G| grid in Å⁻¹, f(|G|) in electrons) for ``symbol``: the spherical Bessel transform of its density."""
+    """(|G| grid in Å⁻¹, f(|G|)) for ``symbol``: the spherical Bessel transform of its ``kind`` radial function.
+
+    f(0) is the function's integral: the valence count (electrons) for ``valence`` and ``partition``.
+    """
     if kind not in KINDS:
         raise InputError(f"unknown density kind {kind!r}; use one of {', '.join(KINDS)}")
     return _form_factor_table(str(symbol), kind)
@@ -67,7 +76,7 @@ def _form_factor_spline(symbol: str, kind: str) -> CubicSpline:
 @lru_cache(maxsize=None)
 def _form_factor_table(symbol: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
     data = atomic_data(symbol)
-    radial = data.rho if kind == "valence" else data.rho_partition
+    radial = getattr(data, _RADIAL[kind])
     # The PAW radial grids thin out at large r; a uniform grid keeps the high-G transform free of
     # aliasing noise (which would otherwise add up over the many G vectors of a fine grid).
     weight = np.abs(radial) * data.r**2
@@ -86,7 +95,8 @@ def _form_factor_table(symbol: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
     for start in range(0, len(g), 512):
         gr = np.outer(np.maximum(g[start:start + 512], 1e-12), r_safe)
         f[start:start + 512] = (np.sin(gr) / gr) @ integrand
-    f *= data.valence / f[0]  # f(0) is exactly the valence count
+    if kind in _NORMALISED:
+        f *= data.valence / f[0]  # f(0) is exactly the valence count
     return g, f
 
 
@@ -107,7 +117,11 @@ def structure_factor(frac_coords: np.ndarray, shape: Shape) -> np.ndarray:
 
     Separable phases and one matrix product per block of atoms: no loops over voxels.
     """
-    h, k, l = frequencies(shape, rfft=True)
+    return _structure_factor(frac_coords, *frequencies(shape, rfft=True))
+
+
+def _structure_factor(frac_coords: np.ndarray, h: np.ndarray, k: np.ndarray, l: np.ndarray) -> np.ndarray:
+    """S on the product of the integer frequency vectors ``h``, ``k``, ``l``, shape ``(len(h), len(k), len(l))``."""
     nx, ny = len(h), len(k)
     out = np.zeros((nx * ny, len(l)), dtype=np.complex128)
     block = max(1, _BLOCK // (nx * ny))
@@ -136,7 +150,7 @@ def partition_density(structure: Structure, shape: Shape) -> np.ndarray:
 
 
 def superpose(structure: Structure, shape: Shape, kind: str = "valence") -> np.ndarray:
-    """Σ_atoms of the radial ``kind`` density of each species on the grid ``shape`` (e/Å³)."""
+    """Σ_atoms of the radial ``kind`` function of each species on the grid ``shape`` (e/Å³; Å⁻⁵ for ``pseudo_kinetic``)."""
     if kind not in KINDS:
         raise InputError(f"unknown density kind {kind!r}; use one of {', '.join(KINDS)}")
     shape = check_grid(shape, n_arrays=6)
@@ -165,6 +179,58 @@ def superposition_spectrum(structure: Structure, shape: Shape,
         spectrum += f * structure_factor(frac[symbols == symbol], shape)
     spectrum *= math.prod(shape) / structure.volume
     return spectrum, gnorm
+
+
+def aliased_spectra(structure: Structure, shape: Shape, kinds: tuple[str, ...], factor: int = 2,
+                    gradient_of: str | None = None) -> dict[str, np.ndarray]:
+    """rfft half spectra on ``shape`` of superpositions band-limited on a ``factor``× finer grid.
+
+    ``np.fft.irfftn(spectra[kind], s=shape)`` is the ``kind`` superposition (:data:`KINDS`) cut to the
+    sphere inscribed in the *fine* grid's frequency box and sampled at the points of ``shape``: the
+    fine spectrum folded onto the coarse one, Σ_m F(k + N∘m) over the factor³ aliases m, so no fine
+    grid is ever held (memory of a few coarse arrays). Sharper radial functions (a kinetic energy
+    density) keep their shape without the cost of the fine grid. ``gradient_of``: also return
+    ``"gradient"``, the (3, ...) spectra of ∇ of that kind (Å⁻¹ per unit), for ``irfftn`` per component.
+    This is the one derivative not taken by :func:`elf_workflows.grids.fft_derivative`: it multiplies
+    the *fine* spectrum by iG before folding (a coarse-grid derivative of the folded field would use
+    the aliased, wrong frequencies); the fine Nyquist planes lie outside the band-limit sphere, so
+    nothing is lost there, and the result is the fine-grid gradient sampled exactly (tested).
+    """
+    shape = check_grid(shape, n_arrays=6)
+    fine = tuple(factor * n for n in shape)
+    limit = band_limit(structure, fine) * (1 - 1e-9)
+    b = structure.lattice.reciprocal_lattice.matrix
+    half = (shape[0], shape[1], shape[2] // 2 + 1)
+    coarse_index = [np.arange(n) for n in half]
+    frac = structure.frac_coords
+    symbols = np.array([site.specie.symbol for site in structure])
+    spectra = {kind: np.zeros(half, dtype=np.complex128) for kind in kinds}
+    if gradient_of is not None:
+        spectra["gradient"] = np.zeros((3, *half), dtype=np.complex128)
+    for alias in itertools.product(range(factor), repeat=3):
+        h = []
+        for k, n, n_fine, m in zip(coarse_index, shape, fine, alias):
+            index = k + n * m  # fine-grid FFT index, then its signed frequency
+            h.append(np.where(index >= (n_fine + 1) // 2, index - n_fine, index).astype(float))
+        G = (h[0][None, :, None, None] * b[0][:, None, None, None] + h[1][None, None, :, None] * b[1][:, None, None, None]
+             + h[2][None, None, None, :] * b[2][:, None, None, None])
+        gnorm = np.sqrt((G**2).sum(0))
+        inside = gnorm < limit
+        if not inside.any():
+            continue
+        alias_spectrum = {kind: np.zeros(half, dtype=np.complex128) for kind in kinds}
+        g_inside = gnorm[inside]
+        for symbol in sorted(set(symbols)):
+            sf = _structure_factor(frac[symbols == symbol], *h)[inside]
+            for kind in kinds:
+                alias_spectrum[kind][inside] += form_factor(symbol, g_inside, kind) * sf
+        for kind in kinds:
+            spectra[kind] += alias_spectrum[kind]
+        if gradient_of is not None:
+            for a in range(3):  # one component at a time: big grids hold one temporary, not three
+                spectra["gradient"][a] += 1j * G[a] * alias_spectrum[gradient_of]
+    scale = math.prod(shape) / structure.volume
+    return {key: value * scale for key, value in spectra.items()}
 
 
 def valence_count(structure: Structure) -> float:

@@ -27,6 +27,18 @@ D the setup's initial (free-atom) density matrix; 4π∫n_p r²dr = N_v exactly.
 puts the semicore electrons that the smooth ñ_v smears outwards back at the nucleus, so basin
 electrons counted in this density match the SCF density's, where ñ_v over-fills the voids.
 
+Third pair, ``rho_pseudo`` and ``tau_pseudo``: the free atom exactly as GPAW's pseudo ELF sees it
+(``gpaw.elf``: pseudo density with the smooth core, ``nt = ñ_v + ñ_c``, and kinetic energy density
+``τ̃ = τ̃_v + τ̃_c`` from ``density.update_ked``),
+
+    ñ(r) = Σ_i f_i φ̃_i(r)² / 4π + ñ_c(r)/√4π,
+    τ̃(r) = Σ_i f_i [φ̃_i'(r)² + l_i(l_i+1) φ̃_i(r)²/r²] / 8π + τ̃_c(r)/√4π
+
+(τ = ½Σ|∇ψ|², the spherical average of a subshell with f electrons spread evenly over m). Neither
+is renormalised: φ̃_i carry the PAW norm deficit, as the SCF pseudo wave functions do, so
+4π∫ñr²dr ≠ N_v. Units Å⁻³ and Å⁻⁵ (ħ²/m_e = 1 with Å as length, the unit system in which the ELF
+ratio D/D_h is written). Their superposition gives the surrogate's atomic-limit ELF channel.
+
 Run:  python scripts/build_atomic_densities.py   (needs ``gpaw`` and ``gpaw-data``)
 """
 
@@ -84,7 +96,7 @@ def from_gpaw_data(path: Path) -> dict:
         "r": r,
         "rho": rho,
         "rc": max(rcs),
-        "rho_partition": partition_density(_gpaw_setup(path.name.split(".")[0])),
+        **_setup_densities(_gpaw_setup(path.name.split(".")[0])),
         "source": f"gpaw-data {path.name}",
     }
 
@@ -104,6 +116,30 @@ def partition_density(setup) -> np.ndarray:
     if abs(total - setup.Nv) > 2e-3 * setup.Nv:
         raise RuntimeError(f"{setup.symbol}: partition density integrates to {total:.4f}, not {setup.Nv}")
     return rho
+
+
+def pseudo_atom(setup) -> tuple[np.ndarray, np.ndarray]:
+    """(ñ, τ̃) of the free pseudo atom (Bohr⁻³, Bohr⁻⁵) on ``setup.data.rgd``: what GPAW's pseudo ELF is built from."""
+    from scipy.interpolate import CubicSpline
+
+    data = setup.data
+    r = data.rgd.r_g
+    r_safe = np.where(r > 0, r, 1.0)
+    rho = data.nct_g / np.sqrt(4 * np.pi)
+    tau = (data.tauct_g if data.tauct_g is not None else np.zeros_like(r)) / np.sqrt(4 * np.pi)
+    for f, phit, n, l in zip(data.f_j, data.phit_jg, data.n_j, data.l_j):
+        if n > 0 and f > 0:
+            rho = rho + f * phit**2 / (4 * np.pi)
+            centrifugal = l * (l + 1) * (phit / r_safe) ** 2
+            centrifugal[r == 0] = centrifugal[1] if l == 1 else 0.0  # φ̃ ~ r^l: finite at 0 only for p
+            slope = CubicSpline(r, phit)(r, 1)  # np.gradient's error on the sparse outer grid shows in the tail ELF
+            tau = tau + f * (slope**2 + centrifugal) / (8 * np.pi)
+    return rho, tau
+
+
+def _setup_densities(setup) -> dict:
+    rho_pseudo, tau_pseudo = pseudo_atom(setup)
+    return {"rho_partition": partition_density(setup), "rho_pseudo": rho_pseudo, "tau_pseudo": tau_pseudo}
 
 
 def _gpaw_setup(symbol: str, data=None):
@@ -135,7 +171,7 @@ def from_generator(symbol: str, template: str) -> dict:
         "r": r,
         "rho": rho,
         "rc": max(radii),
-        "rho_partition": partition_density(_gpaw_setup(symbol, gen.make_paw_setup(f"elf-workflows-{symbol}"))),
+        **_setup_densities(_gpaw_setup(symbol, gen.make_paw_setup(f"elf-workflows-{symbol}"))),
         "source": f"generated with gpaw.atom.generator2 from parameters {template} (PBE)",
     }
 
@@ -164,6 +200,9 @@ def main() -> None:
         arrays[f"{symbol}/r"] = r
         arrays[f"{symbol}/rho"] = rho
         arrays[f"{symbol}/rho_partition"] = partition
+        # the free pseudo atom of GPAW's ELF, as it is (no renormalisation)
+        arrays[f"{symbol}/rho_pseudo"] = data["rho_pseudo"][keep] / BOHR**3
+        arrays[f"{symbol}/tau_pseudo"] = data["tau_pseudo"][keep] / BOHR**5
         meta[symbol] = {
             "Z": data["Z"],
             "valence": data["valence"],

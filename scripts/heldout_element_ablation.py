@@ -3,7 +3,7 @@
 For each set of held-out elements, every ``train``/``val`` cell that contains one of them becomes
 validation (the first 150 by record-id hash), the rest training; the per-voxel branch alone is fitted
 (:func:`elf_workflows.surrogate.train.pretrain_pointwise`, same seed) once on the first
-``--channels`` input channels and once on all of them, and scored on the held-out cells: voxel MAE,
+``--channels`` input channels (or all but the ``--drop`` ones) and once on all of them, and scored on the held-out cells: voxel MAE,
 MAE and R² at the DFT ELF maxima, and the MAE and bias at the interstitial maxima (outside every
 atomic core). With ``--interstitial-weight W`` the comparison is instead plain L1 against the
 void-weighted loss (:func:`elf_workflows.surrogate.train.interstitial_weighted_l1`), all channels.
@@ -11,7 +11,9 @@ The ``test`` split is never read.
 
 Run:  python scripts/heldout_element_ablation.py --steps 8000 --channels 17 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
-(session 4: 17 = without the electrostatic channel; docs/surrogate.md has the tables; ~20 min on 2 cores)
+      python scripts/heldout_element_ablation.py --steps 8000 --drop group,row,electronegativity Y,Zn Sr,Ti Nb,Cs
+(session 4: 17 = without the electrostatic channel; session 5: without the species channels;
+docs/surrogate.md has the tables; ~20 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig
 from elf_workflows.surrogate.train import _point_as_mlp, pretrain_pointwise
 
 
-def fit_and_score(train, val, n_channels: int, steps: int, weight: float = 0.0) -> dict:
+def fit_and_score(train, val, channels: list[int], steps: int, weight: float = 0.0) -> dict:
+    n_channels = len(channels)
     for cell in train + val:
-        cell.features = cell.all_features[:n_channels]
+        cell.features = np.ascontiguousarray(cell.all_features[channels])
     torch.manual_seed(0)
     net = PeriodicUNet(UNetConfig(in_channels=n_channels))
     pretrain_pointwise(net, train, steps, np.random.default_rng(1), interstitial_weight=weight)
@@ -47,7 +50,8 @@ def fit_and_score(train, val, n_channels: int, steps: int, weight: float = 0.0) 
             voids.append(np.stack([cell.target[void], pred[void]], 1))
     v, w = np.concatenate(at_max), np.concatenate(voids)
     residual = ((v[:, 1] - v[:, 0]) ** 2).sum()
-    return {"channels": n_channels, "interstitial_weight": weight, "voxel_mae": round(float(np.mean(errors)), 4),
+    return {"channels": n_channels, "dropped": [n for i, n in enumerate(FEATURE_NAMES) if i not in channels],
+            "interstitial_weight": weight, "voxel_mae": round(float(np.mean(errors)), 4),
             "void_maxima_mae": round(float(np.abs(w[:, 1] - w[:, 0]).mean()), 4),
             "void_maxima_bias": round(float((w[:, 1] - w[:, 0]).mean()), 4),
             "maxima_mae": round(float(np.abs(v[:, 1] - v[:, 0]).mean()), 4),
@@ -60,6 +64,7 @@ def main() -> None:
     parser.add_argument("--data", default="data/reference")
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--channels", type=int, default=N_FEATURES - 1, help="channels of the reduced model")
+    parser.add_argument("--drop", default=None, help="compare all channels with all but these (comma-separated names)")
     parser.add_argument("--interstitial-weight", type=float, default=0.0,
                         help="compare plain L1 with this void weighting (all channels) instead of channel counts")
     parser.add_argument("--threads", type=int, default=2)
@@ -73,14 +78,23 @@ def main() -> None:
     cells = load_cells(dataset, records, cfg.spacing, cfg.multiple)
     for cell in cells:
         cell.all_features, cell.maxima = cell.features, local_maxima(cell.target)
+    every = list(range(N_FEATURES))
+    if args.drop:
+        unknown = set(args.drop.split(",")) - set(FEATURE_NAMES)
+        if unknown:
+            parser.error(f"unknown channels {sorted(unknown)}; known: {', '.join(FEATURE_NAMES)}")
+        reduced = [i for i in every if FEATURE_NAMES[i] not in args.drop.split(",")]
+    else:
+        reduced = every[:args.channels]
     compared = (f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0
-                else f"{args.channels} channels (last: {FEATURE_NAMES[:args.channels][-1]}) vs {N_FEATURES}")
+                else f"{len(reduced)} channels (without {', '.join(FEATURE_NAMES[i] for i in every if i not in reduced)})"
+                     f" vs {N_FEATURES}")
     print(f"{len(cells)} cells prepared in {time.perf_counter() - start:.0f} s; comparing {compared}", flush=True)
     for held in (set(h.split(",")) for h in args.held_out):
         train = [c for c in cells if not elements[c.id] & held]
         val = sorted((c for c in cells if elements[c.id] & held), key=lambda c: holdout_fraction(c.id))[:150]
-        variants = ([(N_FEATURES, 0.0), (N_FEATURES, args.interstitial_weight)] if args.interstitial_weight > 0
-                    else [(args.channels, 0.0), (N_FEATURES, 0.0)])
+        variants = ([(every, 0.0), (every, args.interstitial_weight)] if args.interstitial_weight > 0
+                    else [(reduced, 0.0), (every, 0.0)])
         for n, weight in variants:
             row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val),
                    **fit_and_score(train, val, n, args.steps, weight)}

@@ -150,6 +150,93 @@ def test_electrostatic_potential_matches_the_radial_coulomb_integral_of_an_isola
     assert f.shape == (1, 20, 20, 20) and max(symmetry_error(c, s) for c in f) < 1e-9
 
 
+def test_elf_from_kinetic_is_gpaws_elf_formula():
+    """Against GPAW's own ``gpaw.elf.elf`` (atomic units) on random densities: the Å form is the same ELF."""
+    gpaw_elf = pytest.importorskip("gpaw.elf")
+    from elf_workflows.surrogate.features import elf_from_kinetic
+
+    bohr = 0.529177210903
+    rng = np.random.default_rng(0)
+    rho = rng.uniform(0.01, 1.0, 50)  # Å⁻³
+    grad2 = rng.uniform(0.0, 2.0, 50) * rho**2  # Å⁻⁸
+    tau = grad2 / (8 * rho) + rng.uniform(0.0, 3.0, 50) * rho ** (5 / 3)  # Å⁻⁵
+    ours = elf_from_kinetic(rho, grad2, tau)
+    theirs = gpaw_elf.elf((rho * bohr**3)[None], (grad2 * bohr**8)[None], (tau * bohr**5)[None])
+    assert np.allclose(ours, theirs, atol=1e-12)
+
+
+def test_pseudo_atom_tables_are_gpaws_free_pseudo_atom():
+    """ρ̃ integrates to the pseudo valence (PAW norm deficit kept) + smooth core; τ̃ ≥ τ_W (von Weizsäcker bound)."""
+    from elf_workflows.elements import atomic_data
+
+    # Fe: 3d pseudo waves carry half their norm (raw ∫ñ_v = 4.09 of 8 e) plus 0.88 e of smooth core
+    fe = atomic_data("Fe")
+    assert np.trapezoid(4 * np.pi * fe.rho_pseudo * fe.r**2, fe.r) == pytest.approx(4.97, abs=0.01)
+    for symbol in ("Li", "Ca", "Fe", "La", "Pb", "Tc"):
+        d = atomic_data(symbol)
+        assert np.all(d.tau_pseudo >= 0)
+        inner = (d.r > 0.05) & (d.r < 2.0)
+        tau_w = np.gradient(d.rho_pseudo, d.r) ** 2 / (8 * d.rho_pseudo)
+        assert np.all(d.tau_pseudo[inner] >= 0.98 * tau_w[inner])
+
+
+def test_aliased_spectra_equal_the_finer_grid_sampled():
+    """Folding the 2× finer spectrum is exact: the same field as superposing on the fine grid and sampling it."""
+    from elf_workflows.grids import fft_derivative
+    from elf_workflows.sad import aliased_spectra, superpose
+
+    s = Structure(Lattice([[3.1, 0, 0], [0.4, 3.3, 0], [0.2, 0.3, 3.6]]), ["Fe", "Pb"], [[0, 0, 0], [0.45, 0.5, 0.55]])
+    shape = (14, 16, 18)
+    spectra = aliased_spectra(s, shape, ("pseudo", "pseudo_kinetic"), factor=2, gradient_of="pseudo")
+    fine_shape = tuple(2 * n for n in shape)
+    for kind in ("pseudo", "pseudo_kinetic"):
+        fine = superpose(s, fine_shape, kind)[::2, ::2, ::2]
+        folded = np.fft.irfftn(spectra[kind], s=shape)
+        assert np.abs(folded - fine).max() < 1e-9 * np.abs(fine).max()
+    grad_fine = fft_derivative(superpose(s, fine_shape, "pseudo"), s.lattice, "gradient")[:, ::2, ::2, ::2]
+    grad = np.stack([np.fft.irfftn(spectra["gradient"][a], s=shape) for a in range(3)])
+    assert np.abs(grad - grad_fine).max() < 1e-9 * np.abs(grad_fine).max()
+
+
+def test_atomic_limit_elf_of_one_atom_is_the_radial_elf():
+    """One atom in a 12 Å box on the 0.2 Å feature grid against the ELF of its radial tables (spline
+    derivative, no grid): the channel is GPAW's free pseudo atom, shells and pseudo core included."""
+    from scipy.interpolate import CubicSpline
+
+    from elf_workflows.elements import atomic_data
+    from elf_workflows.surrogate.features import atomic_limit_elf, elf_from_kinetic
+
+    for symbol, tolerance in (("Li", 0.003), ("Ca", 0.003), ("La", 0.003), ("Pb", 0.006)):
+        atom = Structure(Lattice.cubic(12.0), [symbol], [[0, 0, 0]])
+        elf = atomic_limit_elf(atom, (60, 60, 60))
+        d = atomic_data(symbol)
+        r = np.arange(1, 9) * 0.2  # along x, out to 1.6 Å
+        rho = CubicSpline(d.r, d.rho_pseudo)
+        expected = elf_from_kinetic(rho(r), rho(r, 1) ** 2, CubicSpline(d.r, d.tau_pseudo)(r))
+        assert np.abs(elf[1:9, 0, 0] - expected).max() < tolerance, symbol
+        assert expected.max() - expected.min() > 0.3  # a real shell structure was compared
+    s = b2(3.9)
+    f = atomic_limit_elf(s, (20, 20, 20))
+    assert 0 <= f.min() and f.max() <= 1 and symmetry_error(f, s) < 1e-9
+
+
+def test_atomic_limit_channels_are_one_elf_its_logit_and_the_pseudo_density():
+    from elf_workflows.sad import superpose
+    from elf_workflows.surrogate.features import ATOMIC_LIMIT_FEATURES, atomic_limit_elf, atomic_limit_features
+
+    s = b2(3.6, "Fe", "Pb")
+    f = atomic_limit_features(s, (18, 18, 18))
+    assert f.shape == (len(ATOMIC_LIMIT_FEATURES), 18, 18, 18) and f.dtype == np.float32
+    assert np.allclose(f[0], atomic_limit_elf(s, (18, 18, 18)), atol=1e-6)
+    inside = np.abs(f[1]) < 2.0  # unclipped: ELF = 1 / (1 + χ²) with ln χ = 4 · logit
+    assert inside.mean() > 0.99
+    assert np.allclose(f[0][inside], 1.0 / (1.0 + np.exp(8.0 * f[1][inside].astype(float))), atol=1e-5)
+    # the pseudo density the channel is built on: the superposition on a twice finer grid, sampled
+    fine = superpose(s, (36, 36, 36), "pseudo")[::2, ::2, ::2]
+    assert np.allclose(f[2], np.log(np.maximum(fine, 1e-5)) / 4.0, atol=1e-5)
+    assert max(symmetry_error(c, s) for c in f) < 1e-6
+
+
 # ------------------------------------------------------- equivariance / pooling
 def test_origin_shift_equivariance_on_commensurate_shifts():
     model = random_model()
@@ -329,3 +416,15 @@ def test_shipped_weights_load_and_predict():
     assert 0.2 < elf.mean() < 0.9
     meta = json.loads((__import__("importlib").resources.files("elf_workflows.data") / "surrogate.json").read_text())
     assert meta["version"] == model.version
+
+
+def test_model_of_another_feature_set_fails_with_one_line(tmp_path):
+    from elf_workflows.errors import InputError
+    from elf_workflows.surrogate.infer import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "old.pt"
+    save_model(PeriodicUNet(UNetConfig(in_channels=N_FEATURES - 1)), path)
+    with pytest.raises(InputError, match=f"reads {N_FEATURES - 1} input channels") as err:
+        load_model(path)
+    assert "\n" not in str(err.value)

@@ -45,7 +45,11 @@ DENSITY_FEATURES = (
 SPECIES_FEATURES = ("group", "row", "electronegativity")
 #: names of the electrostatic channels (:func:`electrostatic_features`), in order
 ELECTROSTATIC_FEATURES = ("electrostatic",)
-FEATURE_NAMES = DENSITY_FEATURES + SPECIES_FEATURES + ELECTROSTATIC_FEATURES
+#: the atomic-limit ELF is band-limited on a grid this many times finer than the feature grid
+ATOMIC_LIMIT_OVERSAMPLING = 2
+#: names of the atomic-limit channels (:func:`atomic_limit_elf`), in order
+ATOMIC_LIMIT_FEATURES = ("atomic_limit_elf", "atomic_limit_logit", "log_pseudo_density")
+FEATURE_NAMES = DENSITY_FEATURES + SPECIES_FEATURES + ELECTROSTATIC_FEATURES + ATOMIC_LIMIT_FEATURES
 N_FEATURES = len(FEATURE_NAMES)
 #: width (Å) of the Gaussian atom weights of the species channels
 SPECIES_SIGMA = 0.7
@@ -123,7 +127,7 @@ def multiscale_features(density: np.ndarray, lattice: Lattice, out: np.ndarray |
     return out
 
 
-def input_features(density: np.ndarray, lattice: Lattice) -> np.ndarray:
+def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None = None) -> np.ndarray:
     """The density channels (:data:`DENSITY_FEATURES`) from a density (e/Å³), float32, each bounded or of order one.
 
     Local (4):
@@ -133,9 +137,10 @@ def input_features(density: np.ndarray, lattice: Lattice) -> np.ndarray:
     - ``reduced_laplacian``: tanh(q) with q = ∇²ρ / (4 (3π²)^{2/3} ρ^{5/3});
     - ``ge_elf``: :func:`gradient_expansion_elf` of the density;
 
-    multi-scale (10): :func:`multiscale_features`.
+    multi-scale (10): :func:`multiscale_features`. ``out``: a float32 array to write them into.
     """
-    out = np.empty((len(DENSITY_FEATURES), *np.shape(density)), dtype=np.float32)
+    if out is None:
+        out = np.empty((len(DENSITY_FEATURES), *np.shape(density)), dtype=np.float32)
     spectrum = np.fft.rfftn(np.asarray(density, float))  # one forward FFT for all fourteen channels
     rho, grad2, lap = _derivatives(density, lattice, spectrum)
     kf = (3 * np.pi**2) ** (1.0 / 3.0)
@@ -221,7 +226,77 @@ def electrostatic_features(structure: Structure, shape: tuple[int, int, int]) ->
     return np.arcsinh(v / POTENTIAL_SCALE)[None].astype(np.float32)
 
 
+def elf_from_kinetic(rho: np.ndarray, grad2: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """ELF = 1/(1 + (D/D_h)²), D = τ − |∇ρ|²/(8ρ), D_h = C_F ρ^{5/3} (GPAW's ``gpaw.elf.elf``, one spin).
+
+    ``rho`` in Å⁻³, ``grad2`` = |∇ρ|² in Å⁻⁸ and ``tau`` = ½Σ|∇ψ|² in Å⁻⁵ (ħ²/m_e = 1): D/D_h is
+    dimensionless, so Å units give the same ELF as atomic units. ``rho`` is floored at :data:`RHO_FLOOR`.
+    """
+    rho = np.maximum(rho, RHO_FLOOR)
+    d_h = C_F * rho ** (5.0 / 3.0)
+    return 1.0 / (1.0 + ((tau - grad2 / (8.0 * rho)) / d_h) ** 2)
+
+
+def _atomic_limit_fields(structure: Structure, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ñ, |∇ñ|², τ̃) of the superposed free pseudo atoms (Å⁻³, Å⁻⁸, Å⁻⁵), see :func:`atomic_limit_elf`."""
+    from elf_workflows.sad import aliased_spectra
+
+    spectra = aliased_spectra(structure, shape, ("pseudo", "pseudo_kinetic"), factor=ATOMIC_LIMIT_OVERSAMPLING,
+                              gradient_of="pseudo")
+    rho = np.fft.irfftn(spectra["pseudo"], s=shape, axes=(0, 1, 2))
+    tau = np.fft.irfftn(spectra["pseudo_kinetic"], s=shape, axes=(0, 1, 2))
+    grad2 = sum(np.fft.irfftn(spectra["gradient"][a], s=shape, axes=(0, 1, 2)) ** 2 for a in range(3))
+    return rho, grad2, tau
+
+
+def atomic_limit_elf(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
+    """ELF of the superposed free pseudo atoms (the "promolecular" ELF), ``(nx, ny, nz)`` in [0, 1].
+
+    ρ and τ are the Fourier superpositions of each element's free pseudo atom exactly as GPAW's pseudo
+    ELF is built from it (:mod:`elf_workflows.sad` kinds ``pseudo`` and ``pseudo_kinetic``: smooth
+    core included, PAW norm deficit kept; ``scripts/build_atomic_densities.py``), ∇ρ by the FFT
+    derivative, all band-limited on a grid :data:`ATOMIC_LIMIT_OVERSAMPLING` times finer than ``shape``
+    (:func:`elf_workflows.sad.aliased_spectra`: τ is sharper than ρ, and at 0.2 Å the plain band
+    limit moved this ELF by up to 0.2 in compressed bcc Ca; twice finer agrees with four times finer
+    to 0.007), then :func:`elf_from_kinetic`. For one atom in a large cell it is GPAW's pseudo ELF of
+    the free spherical atom, shells and pseudo-core structure included, so it carries each element's
+    PAW construction without an element label. Where atoms overlap τ is simply added, which misses
+    the Pauli kinetic energy of compression: that difference is what the network learns.
+    """
+    return elf_from_kinetic(*_atomic_limit_fields(structure, shape))
+
+
+def atomic_limit_features(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
+    """The atomic-limit channels (:data:`ATOMIC_LIMIT_FEATURES`), ``(3, nx, ny, nz)`` float32.
+
+    - ``atomic_limit_elf``: :func:`atomic_limit_elf`;
+    - ``atomic_limit_logit``: ln χ / 4 clipped to ±2, χ = |D|/D_h of the same ELF = 1/(1 + χ²): the
+      ELF before the squashing, resolved where the ELF itself is flat near 0 or 1 (the network's
+      output is a sigmoid of such a logit);
+    - ``log_pseudo_density``: ln(ñ / 1 e Å⁻³)/4 of the free pseudo atoms, the density GPAW's ELF is
+      built from (the density channels read the renormalised valence SAD).
+    """
+    rho, grad2, tau = _atomic_limit_fields(structure, shape)
+    floor = np.maximum(rho, RHO_FLOOR)
+    chi = np.abs(tau - grad2 / (8.0 * floor)) / (C_F * floor ** (5.0 / 3.0))
+    out = np.empty((len(ATOMIC_LIMIT_FEATURES), *shape), dtype=np.float32)
+    out[0] = 1.0 / (1.0 + chi**2)
+    out[1] = np.clip(np.log(np.maximum(chi, 1e-12)) / 4.0, -2.0, 2.0)
+    out[2] = np.log(floor) / 4.0
+    return out
+
+
 def cell_features(structure: Structure, density: np.ndarray) -> np.ndarray:
-    """All input channels (:data:`FEATURE_NAMES`) of a structure whose density (e/Å³) is given on its grid."""
-    return np.concatenate([input_features(density, structure.lattice), species_features(structure, density.shape),
-                           electrostatic_features(structure, density.shape)])
+    """All input channels (:data:`FEATURE_NAMES`) of a structure whose density (e/Å³) is given on its grid.
+
+    Each family is written into one preallocated float32 array, so a big grid never holds the
+    channels twice.
+    """
+    shape = density.shape
+    out = np.empty((N_FEATURES, *shape), dtype=np.float32)
+    n_dens, n_spec, n_elec = len(DENSITY_FEATURES), len(SPECIES_FEATURES), len(ELECTROSTATIC_FEATURES)
+    input_features(density, structure.lattice, out=out[:n_dens])
+    out[n_dens:n_dens + n_spec] = species_features(structure, shape)
+    out[n_dens + n_spec:n_dens + n_spec + n_elec] = electrostatic_features(structure, shape)
+    out[n_dens + n_spec + n_elec:] = atomic_limit_features(structure, shape)
+    return out

@@ -30,22 +30,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from elf_workflows.symmetry import SpaceGroup, get_space_group
+from elf_workflows.symmetry import SpaceGroup, get_space_group, symmetrize
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
 
 def pool_cell(field: np.ndarray, group: SpaceGroup) -> np.ndarray:
-    """Group average of a cell field over every operator that maps its grid onto itself (float64 sum)."""
-    field = np.asarray(field)
-    ops = np.nonzero(group.is_grid_compatible(field.shape))[0]
-    if len(ops) == 0:
-        return field.copy()
-    out = np.zeros(field.shape, dtype=np.float64)
-    for op in ops:
-        out += field[group.voxel_images(field.shape, int(op))]
-    return (out / len(ops)).astype(field.dtype)
+    """Group average of a cell field over every operator that maps its grid onto itself (float64 sum,
+    returned in the field's dtype): :func:`elf_workflows.symmetry.symmetrize`."""
+    return symmetrize(field, group).astype(np.asarray(field).dtype)
 
 
 def _signed_permutations() -> np.ndarray:
