@@ -66,14 +66,27 @@ class SpaceGroup:
 
     def voxel_images(self, shape: Shape, op: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Index arrays (ix, iy, iz) of the voxel that operator ``op`` sends each voxel to."""
+        flat = self.flat_voxel_images(shape, op)
+        return np.unravel_index(flat, shape)  # type: ignore[return-value]
+
+    def flat_voxel_images(self, shape: Shape, op: int) -> np.ndarray:
+        """C-order flat index of the voxel that operator ``op`` sends each voxel to, shape ``shape``.
+
+        j_b = Σ_a W_ba (N_b/N_a) i_a + w_b N_b (mod N_b), integers for a compatible operator; built
+        from three 1D axis terms added by broadcasting (no per-voxel matrix product).
+        """
         W, w = self.rotations[op], self.translations[op]
         n = np.asarray(shape)
-        idx = np.indices(shape).reshape(3, -1)
-        # j_b = Σ_a W_ba (N_b/N_a) i_a + w_b N_b  (integers for a compatible op)
         scaled = np.round(W * (n[:, None] / n[None, :])).astype(np.int64)
         shift = np.round(w * n).astype(np.int64)
-        image = (scaled @ idx + shift[:, None]) % n[:, None]
-        return tuple(image[a].reshape(shape) for a in range(3))  # type: ignore[return-value]
+        axes = [np.arange(m) for m in shape]
+        strides = (shape[1] * shape[2], shape[2], 1)
+        flat = np.zeros(shape, dtype=np.int64)
+        for b in range(3):  # image coordinate b, taken mod N_b, times its stride
+            coord = (scaled[b, 0] * axes[0][:, None, None] + scaled[b, 1] * axes[1][None, :, None]
+                     + scaled[b, 2] * axes[2][None, None, :] + shift[b]) % shape[b]
+            flat += coord * strides[b]
+        return flat
 
     def axis_groups(self) -> list[list[int]]:
         """Axes that rotations mix (they need equal grid sizes), as groups of axis indices."""
@@ -126,7 +139,8 @@ def _as_space_group(structure_or_group, symprec: float) -> SpaceGroup:
 
 def apply_operation(field: np.ndarray, group: SpaceGroup, op: int) -> np.ndarray:
     """The field seen through operator ``op``: ``out[i] = field[image(i)]`` (equal to ``field`` if symmetric)."""
-    return field[group.voxel_images(field.shape, op)]
+    field = np.asarray(field)
+    return field.ravel()[group.flat_voxel_images(field.shape, op)]
 
 
 def symmetrize(field: np.ndarray, structure_or_group, symprec: float = 1e-3) -> np.ndarray:
