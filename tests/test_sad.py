@@ -133,3 +133,20 @@ def test_pressure_is_carried_by_the_lattice(fcc_la):
     compressed.scale_lattice(fcc_la.volume * 0.7)
     shape = (40, 40, 40)
     assert sad_density(compressed, shape)[20, 20, 20] > 1.3 * sad_density(fcc_la, shape)[20, 20, 20]
+
+
+def test_pseudo_kind_integrates_to_the_free_pseudo_atoms_and_is_not_a_kinetic_sad():
+    """``pseudo`` keeps each atom's PAW norm deficit (not renormalised); ``pseudo_kinetic`` is no density."""
+    from elf_workflows.errors import InputError
+    from elf_workflows.jobs import SadMaker
+    from elf_workflows.sad import superpose
+
+    s = Structure(Lattice.cubic(3.0), ["Fe", "Pb"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    rho = superpose(s, (30, 30, 30), "pseudo")
+    expected = sum(np.trapezoid(4 * np.pi * atomic_data(el).rho_pseudo * atomic_data(el).r ** 2, atomic_data(el).r)
+                   for el in ("Fe", "Pb"))
+    assert integrate(rho, s) == pytest.approx(expected, rel=3e-4)  # f(0) by the uniform-grid quadrature, not renormalised
+    assert expected < valence_count(s) - 5  # Fe 4.97 + Pb 8.45 of 8 + 14 valence electrons
+    maker = SadMaker(kind="pseudo_kinetic")
+    with pytest.raises(InputError, match="pseudo_kinetic"):
+        maker.make.original(maker, s, [12, 12, 12])  # the job's function itself, run in this process
