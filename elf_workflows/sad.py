@@ -33,7 +33,7 @@ from scipy.interpolate import CubicSpline
 
 from elf_workflows.elements import atomic_data
 from elf_workflows.errors import InputError
-from elf_workflows.grids import check_grid, frequencies, reciprocal_vectors
+from elf_workflows.grids import cartesian_g, check_grid, frequencies
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -166,19 +166,44 @@ def superposition_spectrum(structure: Structure, shape: Shape,
     function's integral). The spectrum is cut to the sphere inscribed in the grid's frequency box (G = 0
     always kept) and scaled so that ``np.fft.irfftn(spectrum, s=shape)`` is the field per Å³.
     """
-    G = reciprocal_vectors(structure.lattice, shape, rfft=True)
+    spectra = {"f": np.zeros((shape[0], shape[1], shape[2] // 2 + 1), dtype=np.complex128)}
+    gnorm = _add_species_spectra(spectra, structure, frequencies(shape, rfft=True), {"f": form_factor_of},
+                                 band_limit(structure, shape) * (1 - 1e-9))
+    spectrum = spectra["f"]
+    spectrum *= math.prod(shape) / structure.volume
+    return spectrum, gnorm
+
+
+def _add_species_spectra(out: dict[str, np.ndarray], structure: Structure, hkl: tuple[np.ndarray, ...],
+                         functions: dict[str, Callable[[str, np.ndarray], np.ndarray]], limit: float,
+                         gradient_of: str | None = None) -> np.ndarray:
+    """Add Σ_species f(|G|) S_species(G) for each named function to ``out[name]``; return |G|.
+
+    G runs over the product of the 1D Miller-index vectors ``hkl`` (any integers, e.g. a fine grid's
+    frequencies aliased onto a coarse one), cut to |G| < ``limit`` (Å⁻¹; G = 0 is always inside). Not
+    yet scaled to a field per Å³. ``gradient_of``: also add iG times that function's sum to
+    ``out["gradient"]`` (3, ...), one component at a time.
+    """
+    G = cartesian_g(structure.lattice, *hkl)
     gnorm = np.sqrt((G**2).sum(0))
-    del G
-    inside = gnorm < band_limit(structure, shape) * (1 - 1e-9)
-    inside.flat[0] = True  # G = 0 always (its f is the integral, e.g. the electron count)
-    spectrum = np.zeros(gnorm.shape, dtype=np.complex128)
+    if gradient_of is None:
+        del G
+    inside = gnorm < limit
+    g_inside = gnorm[inside]
+    # with a gradient, this frequency set's sums are needed whole before iG multiplies them
+    part = out if gradient_of is None else {name: np.zeros(gnorm.shape, dtype=np.complex128) for name in functions}
     frac = structure.frac_coords
     symbols = np.array([site.specie.symbol for site in structure])
     for symbol in sorted(set(symbols)):
-        f = np.where(inside, form_factor_of(symbol, gnorm), 0.0)
-        spectrum += f * structure_factor(frac[symbols == symbol], shape)
-    spectrum *= math.prod(shape) / structure.volume
-    return spectrum, gnorm
+        sf = _structure_factor(frac[symbols == symbol], *hkl)[inside]
+        for name, form_factor_of in functions.items():
+            part[name][inside] += form_factor_of(symbol, g_inside) * sf
+    if gradient_of is not None:
+        for name in functions:
+            out[name] += part[name]
+        for a in range(3):  # one component at a time: big grids hold one temporary, not three
+            out["gradient"][a] += 1j * G[a] * part[gradient_of]
+    return gnorm
 
 
 def aliased_spectra(structure: Structure, shape: Shape, kinds: tuple[str, ...], factor: int = 2,
@@ -199,36 +224,17 @@ def aliased_spectra(structure: Structure, shape: Shape, kinds: tuple[str, ...], 
     shape = check_grid(shape, n_arrays=6)
     fine = tuple(factor * n for n in shape)
     limit = band_limit(structure, fine) * (1 - 1e-9)
-    b = structure.lattice.reciprocal_lattice.matrix
     half = (shape[0], shape[1], shape[2] // 2 + 1)
-    coarse_index = [np.arange(n) for n in half]
-    frac = structure.frac_coords
-    symbols = np.array([site.specie.symbol for site in structure])
     spectra = {kind: np.zeros(half, dtype=np.complex128) for kind in kinds}
     if gradient_of is not None:
         spectra["gradient"] = np.zeros((3, *half), dtype=np.complex128)
+    functions = {kind: (lambda symbol, g, kind=kind: form_factor(symbol, g, kind)) for kind in kinds}
     for alias in itertools.product(range(factor), repeat=3):
-        h = []
-        for k, n, n_fine, m in zip(coarse_index, shape, fine, alias):
-            index = k + n * m  # fine-grid FFT index, then its signed frequency
-            h.append(np.where(index >= (n_fine + 1) // 2, index - n_fine, index).astype(float))
-        G = (h[0][None, :, None, None] * b[0][:, None, None, None] + h[1][None, None, :, None] * b[1][:, None, None, None]
-             + h[2][None, None, None, :] * b[2][:, None, None, None])
-        gnorm = np.sqrt((G**2).sum(0))
-        inside = gnorm < limit
-        if not inside.any():
-            continue
-        alias_spectrum = {kind: np.zeros(half, dtype=np.complex128) for kind in kinds}
-        g_inside = gnorm[inside]
-        for symbol in sorted(set(symbols)):
-            sf = _structure_factor(frac[symbols == symbol], *h)[inside]
-            for kind in kinds:
-                alias_spectrum[kind][inside] += form_factor(symbol, g_inside, kind) * sf
-        for kind in kinds:
-            spectra[kind] += alias_spectrum[kind]
-        if gradient_of is not None:
-            for a in range(3):  # one component at a time: big grids hold one temporary, not three
-                spectra["gradient"][a] += 1j * G[a] * alias_spectrum[gradient_of]
+        hkl = []
+        for n_half, n, n_fine, m in zip(half, shape, fine, alias):
+            index = np.arange(n_half) + n * m  # fine-grid FFT index, then its signed frequency
+            hkl.append(np.where(index >= (n_fine + 1) // 2, index - n_fine, index).astype(float))
+        _add_species_spectra(spectra, structure, tuple(hkl), functions, limit, gradient_of)
     scale = math.prod(shape) / structure.volume
     return {key: value * scale for key, value in spectra.items()}
 

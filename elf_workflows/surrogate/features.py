@@ -232,9 +232,13 @@ def elf_from_kinetic(rho: np.ndarray, grad2: np.ndarray, tau: np.ndarray) -> np.
     ``rho`` in Å⁻³, ``grad2`` = |∇ρ|² in Å⁻⁸ and ``tau`` = ½Σ|∇ψ|² in Å⁻⁵ (ħ²/m_e = 1): D/D_h is
     dimensionless, so Å units give the same ELF as atomic units. ``rho`` is floored at :data:`RHO_FLOOR`.
     """
+    return 1.0 / (1.0 + _pauli_ratio(rho, grad2, tau) ** 2)
+
+
+def _pauli_ratio(rho: np.ndarray, grad2: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """χ = D/D_h of :func:`elf_from_kinetic` (signed; ``rho`` floored at :data:`RHO_FLOOR`)."""
     rho = np.maximum(rho, RHO_FLOOR)
-    d_h = C_F * rho ** (5.0 / 3.0)
-    return 1.0 / (1.0 + ((tau - grad2 / (8.0 * rho)) / d_h) ** 2)
+    return (tau - grad2 / (8.0 * rho)) / (C_F * rho ** (5.0 / 3.0))
 
 
 def _atomic_limit_fields(structure: Structure, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -277,12 +281,11 @@ def atomic_limit_features(structure: Structure, shape: tuple[int, int, int]) -> 
       built from (the density channels read the renormalised valence SAD).
     """
     rho, grad2, tau = _atomic_limit_fields(structure, shape)
-    floor = np.maximum(rho, RHO_FLOOR)
-    chi = np.abs(tau - grad2 / (8.0 * floor)) / (C_F * floor ** (5.0 / 3.0))
+    chi = np.abs(_pauli_ratio(rho, grad2, tau))
     out = np.empty((len(ATOMIC_LIMIT_FEATURES), *shape), dtype=np.float32)
-    out[0] = 1.0 / (1.0 + chi**2)
+    out[0] = 1.0 / (1.0 + chi**2)  # elf_from_kinetic, from the χ computed once
     out[1] = np.clip(np.log(np.maximum(chi, 1e-12)) / 4.0, -2.0, 2.0)
-    out[2] = np.log(floor) / 4.0
+    out[2] = np.log(np.maximum(rho, RHO_FLOOR)) / 4.0
     return out
 
 
