@@ -97,7 +97,13 @@ def train(
     point_channels: int = typer.Option(128, "--point-channels", min=0, help="Width of the per-voxel branch (0: none)."),
     spacing: float = typer.Option(0.2, "--spacing", help="Native voxel spacing (Å)."),
     threads: int = typer.Option(2, "--threads"),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights (same architecture); no pre-training."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights; no pre-training. Same "
+                                        "architecture: all weights; another U-Net width or depth: the pointwise "
+                                        "branch only, the new U-Net's correction starting at zero."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes preparing the cells' features."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0,
+                                                help="Wall-clock budget of the whole run: after the first epoch, the "
+                                                "epochs (and the cosine schedule) are cut to what fits."),
     freeze_pointwise: bool = typer.Option(True, "--freeze-pointwise/--train-pointwise",
                                           help="Keep the per-voxel branch fixed: the U-Net learns the non-local correction only."),
     val_every: int = typer.Option(5, "--val-every", min=1, help="Validate (and keep the best weights) every N epochs."),
@@ -122,7 +128,7 @@ def train(
                       val_every=val_every, val_max_cells=val_max_cells, init=str(init) if init else None,
                       freeze_pointwise=freeze_pointwise,
                       val_elements=[e.strip() for e in val_elements.split(",") if e.strip()],
-                      interstitial_weight=interstitial_weight,
+                      interstitial_weight=interstitial_weight, workers=workers, max_minutes=max_minutes,
                       model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing,
                                        point_channels=point_channels).to_dict())
     metrics = run(data, out, cfg, resume=resume, progress=not quiet and sys.stderr.isatty())

@@ -120,16 +120,66 @@ def split_records(dataset, val_fraction: float = 0.15,
     return train, val
 
 
+def _prepare_record(dataset, record_id: str, spacing: float, multiple: int, max_voxels: int) -> Cell | None:
+    """One record → its :class:`Cell` (``None`` when its native grid exceeds ``max_voxels``)."""
+    structure, elf, _ = dataset.load(record_id)
+    if np.prod(native_grid(structure, spacing, multiple)) > max_voxels:
+        return None
+    return prepare_cell(structure, elf, spacing, multiple, record_id)
+
+
+_WORKER_DATASET: list = []  # the dataset a pool worker opened (see _open_in_worker)
+
+
+def _open_in_worker(path: str) -> None:
+    """Process-pool initializer: open the dataset once per worker, one BLAS/FFT/torch thread each."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_DATASET[:] = [dataset_path(path)]
+
+
+def _prepare_in_worker(args) -> Cell | None:
+    return _prepare_record(_WORKER_DATASET[0], *args)
+
+
+def _in_order(results, records: list[dict], progress):
+    """Pass the pool's results through, calling ``progress(record)`` as each one arrives."""
+    for rec, cell in zip(records, results):
+        if progress is not None:
+            progress(rec)
+        yield cell
+
+
 def load_cells(dataset, records: list[dict], spacing: float, multiple: int, max_voxels: int = 80**3,
-               progress=None) -> list[Cell]:
-    """Prepare the cells of ``records``; cells whose native grid exceeds ``max_voxels`` are skipped."""
+               progress=None, workers: int = 1) -> list[Cell]:
+    """Prepare the cells of ``records`` (in their order); cells whose native grid exceeds ``max_voxels`` are skipped.
+
+    ``workers`` > 1 prepares them in that many processes (each single-threaded): the features of a
+    few thousand cells take about 0.4 s each on one core, so a 16-core GPU host prepares a training
+    set in a minute instead of twenty.
+    """
+    jobs = [(rec["id"], spacing, multiple, max_voxels) for rec in records]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = mp.get_context("spawn")  # no fork of a process whose torch/OpenMP threads already run
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_open_in_worker,
+                                   initargs=(str(dataset.path),))
+        with pool:
+            results = list(_in_order(pool.map(_prepare_in_worker, jobs, chunksize=max(1, len(jobs) // (8 * workers))),
+                                     records, progress))
+        return [cell for cell in results if cell is not None]
     cells = []
-    for rec in records:
-        structure, elf, _ = dataset.load(rec["id"])
-        shape = native_grid(structure, spacing, multiple)
-        if np.prod(shape) > max_voxels:
-            continue
-        cells.append(prepare_cell(structure, elf, spacing, multiple, rec["id"]))
+    for rec, job in zip(records, jobs):
+        cell = _prepare_record(dataset, *job)
+        if cell is not None:
+            cells.append(cell)
         if progress is not None:
             progress(rec)
     return cells

@@ -17,7 +17,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -65,6 +65,8 @@ class TrainConfig:
     val_every: int = 5
     val_max_cells: int = 150
     max_cell_voxels: int = 80**3
+    workers: int = 1
+    max_minutes: float | None = None
     model: dict = field(default_factory=lambda: UNetConfig().to_dict())
 
 
@@ -75,7 +77,7 @@ def _pooled_forward(net: PeriodicUNet, x: np.ndarray, ops: np.ndarray, pool: int
     Each operation rotates the input (:func:`rotate_patch`; a permutation of unequal edges permutes
     the patch's shape), the prediction is rotated back, and the copies are averaged: ``(1, p1, p2, p3)``.
     """
-    xt = torch.from_numpy(x).to(device)
+    xt = torch.as_tensor(x, device=device)
     k = max(1, min(pool, len(ops)))
     chosen = ops[rng.choice(len(ops), size=k, replace=False)]
     preds = [unrotate_patch(net(rotate_patch(xt, S).contiguous()[None])[0], S) for S in chosen]
@@ -87,7 +89,7 @@ def _batch_terms(net: PeriodicUNet, patches: list, pool: int, rng: np.random.Gen
     terms = []
     for patch in patches:
         pred = _pooled_forward(net, patch.features, patch.patch_ops, pool, rng, device)
-        target = torch.from_numpy(patch.target)[None].to(device)
+        target = torch.as_tensor(patch.target, device=device)[None]
         core = (slice(None), *patch.core)
         terms.append(loss_terms(pred[core][None], target[core][None]))
     return torch.stack(terms).mean(0)
@@ -187,6 +189,36 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     return float(mae)
 
 
+def init_from(net: PeriodicUNet, start: PeriodicUNet) -> str:
+    """Load the weights of ``start`` into ``net``; return what was taken.
+
+    The same architecture: everything. A U-Net of other width or depth on the same inputs, spacing
+    and pointwise branch: the pointwise branch and the head's bias only, with the head's weights
+    zeroed, so ``net`` starts out predicting exactly what the pointwise part of ``start`` predicts and
+    the new U-Net grows its non-local correction from zero.
+    """
+    if start.config == net.config:
+        net.load_state_dict(start.state_dict())
+        return "all weights"
+    a, b = start.config, net.config
+    if (a.in_channels, a.spacing, a.point_channels) != (b.in_channels, b.spacing, b.point_channels) or not a.point_channels:
+        raise InputError(f"--init weights have architecture {a.to_dict()}: the inputs, spacing or pointwise branch "
+                         f"differ from {b.to_dict()}")
+    with torch.no_grad():
+        net.point.load_state_dict(start.point.state_dict())
+        net.head.weight.zero_()
+        net.head.bias.copy_(start.head.bias)
+    return f"pointwise branch and head bias (U-Net {a.base_channels}→{b.base_channels} base channels, new)"
+
+
+def epochs_within(seconds_left: float, epoch_seconds: float, val_seconds: float, val_every: int, done: int,
+                  most: int) -> int:
+    """How many epochs in all (``done`` included, at least ``done``, at most ``most``) fit in ``seconds_left``,
+    at ``epoch_seconds`` per epoch plus a validation of ``val_seconds`` every ``val_every`` epochs."""
+    per_epoch = epoch_seconds + val_seconds / max(1, val_every)
+    return int(min(most, done + max(0, math.floor(seconds_left / max(per_epoch, 1e-9)))))
+
+
 def plot_history(history: list[dict], path: Path) -> None:
     """Loss-curve PNG: every term, the weighted total, the weights and the validation MAE per epoch."""
     import matplotlib
@@ -217,8 +249,41 @@ def _outputs(out: Path) -> dict[str, Path]:
             "png": out.with_name(out.stem + ".loss.png")}
 
 
+@dataclass
+class TrainingData:
+    """The prepared cells of a run: training cells, validation cells and the validation cells' space groups."""
+
+    cells: list[Cell]
+    val_cells: list[Cell]
+    groups: dict
+
+
+def prepare_training_data(data: str | Path, config: TrainConfig) -> TrainingData:
+    """Split ``data`` (:func:`split_records`) and bring its cells to the model's native grid.
+
+    Validation uses a fixed subset of ``val_max_cells`` cells (chosen by id hash). Reusable across
+    runs of the same dataset, spacing and split (``train(..., prepared=...)``).
+    """
+    from elf_workflows.symmetry import get_space_group
+
+    mcfg = UNetConfig(**config.model)
+    dataset = dataset_path(data)
+    train_recs, val_recs = split_records(dataset, config.val_fraction, config.val_elements)
+    cells = load_cells(dataset, train_recs, mcfg.spacing, mcfg.multiple, config.max_cell_voxels,
+                       workers=config.workers)
+    val_recs = sorted(val_recs, key=lambda r: holdout_fraction(r["id"]))[:max(0, config.val_max_cells)]
+    val_cells = load_cells(dataset, val_recs, mcfg.spacing, mcfg.multiple, config.max_cell_voxels,
+                           workers=config.workers)
+    if not cells:
+        raise InputError(f"no training cells under {config.max_cell_voxels} native voxels in {data}")
+    kept = {c.id for c in val_cells}
+    groups = {rec["id"]: get_space_group(dataset.load_structure(rec["id"])) for rec in val_recs if rec["id"] in kept}
+    return TrainingData(cells, val_cells, groups)
+
+
 def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, resume: bool = False,
-          log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+          log: Callable[[str], None] | None = None, progress: bool = True,
+          prepared: TrainingData | None = None) -> dict:
     """Train a surrogate on a reference dataset; write the best weights to ``out``; return the metrics.
 
     Args:
@@ -228,12 +293,13 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
             ``*.loss.png``.
         config: hyper-parameters.
         resume: continue from ``out.ckpt``.
+        prepared: cells from :func:`prepare_training_data` with the same ``config`` (skips preparing them).
     """
     from tqdm import tqdm
 
     from elf_workflows.surrogate.infer import save_model
-    from elf_workflows.symmetry import get_space_group
 
+    t_start = time.perf_counter()
     cfg = config or TrainConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
@@ -246,35 +312,27 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     if cfg.patch_size % mcfg.multiple:
         raise InputError(f"patch size {cfg.patch_size} must be a multiple of {mcfg.multiple}")
 
-    dataset = dataset_path(data)
-    train_recs, val_recs = split_records(dataset, cfg.val_fraction, cfg.val_elements)
-    t0 = time.perf_counter()
-    cells = load_cells(dataset, train_recs, mcfg.spacing, mcfg.multiple, cfg.max_cell_voxels)
-    val_recs = sorted(val_recs, key=lambda r: holdout_fraction(r["id"]))[:max(0, cfg.val_max_cells)]
-    val_cells = load_cells(dataset, val_recs, mcfg.spacing, mcfg.multiple, cfg.max_cell_voxels)
-    if not cells:
-        raise InputError(f"no training cells under {cfg.max_cell_voxels} native voxels in {data}")
-    groups = {rec["id"]: get_space_group(dataset.load_structure(rec["id"])) for rec in val_recs
-              if any(c.id == rec["id"] for c in val_cells)}
-    log(f"{len(cells)} training cells, {len(val_cells)} validation cells prepared in "
-        f"{time.perf_counter() - t0:.1f} s (spacing {mcfg.spacing} Å)")
+    if prepared is None:
+        t0 = time.perf_counter()
+        prepared = prepare_training_data(data, cfg)
+        log(f"{len(prepared.cells)} training cells, {len(prepared.val_cells)} validation cells prepared in "
+            f"{time.perf_counter() - t0:.1f} s (spacing {mcfg.spacing} Å, {cfg.workers} worker(s))")
+    cells, val_cells, groups = prepared.cells, prepared.val_cells, prepared.groups
 
     net = PeriodicUNet(mcfg).to(cfg.device)
     if cfg.init and not resume:
         from elf_workflows.surrogate.infer import load_model
 
         start = load_model(cfg.init)
-        if start.config != mcfg:
-            raise InputError(f"--init {cfg.init} has architecture {start.config.to_dict()}, not {mcfg.to_dict()}")
-        net.load_state_dict(start.net.state_dict())
-        log(f"initialised from {cfg.init} ({start.version}); no pointwise pre-training")
+        log(f"initialised from {cfg.init} ({start.version}): {init_from(net, start.net)}; no pointwise pre-training")
     if cfg.freeze_pointwise and net.point is not None:
         net.point.requires_grad_(False)
     weighting = UncertaintyWeighting().to(cfg.device)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad] + list(weighting.parameters()), lr=cfg.lr,
                            weight_decay=cfg.weight_decay)
+    n_epochs = [cfg.epochs]  # the cosine horizon; --max-minutes may shorten it after the first epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, cfg.epochs) / max(cfg.epochs, 1))) * 0.95 + 0.05)
+        opt, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, n_epochs[0]) / max(n_epochs[0], 1))) * 0.95 + 0.05)
     history: list[dict] = []
     start_epoch, best = 0, math.inf
     if resume:
@@ -308,20 +366,29 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
         log(f"pointwise branch pre-trained: {cfg.pretrain_steps} steps, voxel MAE {mae:.4f}, "
             f"{time.perf_counter() - t_pre:.0f} s")
     if not resume:
+        t_val = time.perf_counter()
         initial = validate(net, val_cells, groups).get("val_mae")
+        val_seconds = time.perf_counter() - t_val
         if initial is not None:  # the pre-trained state is the first "best": the U-Net stage must beat it
             log(f"validation MAE before training {initial:.4f}")
             best = initial
             save_best(0, initial)
     else:
         initial = ck.get("initial_val_mae")
+        val_seconds = 0.0
     n_batches = max(1, cfg.patches_per_epoch // cfg.batch_size)
+    if cfg.device != "cpu":  # the training cells live on the accelerator: patches are cut there
+        cells = [replace(cell, features=torch.as_tensor(cell.features, device=cfg.device),
+                         target=torch.as_tensor(cell.target, device=cfg.device)) for cell in cells]
+    t_loop = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
+        if epoch >= n_epochs[0]:
+            break
         rng = np.random.default_rng([cfg.seed, epoch])
         net.train()
         t_ep = time.perf_counter()
         sums = np.zeros(len(TERMS)); total = 0.0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{n_epochs[0]}", file=sys.stderr,
                    disable=not progress, leave=False)
         for _ in bar:
             batch = sample_patches(cells, cfg.batch_size, cfg.patch_size, rng)
@@ -340,7 +407,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
                "loss_total": total / n_batches}
         for t, v, w, s in zip(TERMS, sums / n_batches, weighting.weights(), weighting.log_vars.tolist()):
             row[f"loss_{t}"], row[f"weight_{t}"], row[f"s_{t}"] = float(v), float(w), float(s)
-        if (epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 == cfg.epochs:
+        if (epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 >= n_epochs[0]:
             row.update(validate(net, val_cells, groups))
         history.append(row)
         score = row.get("val_mae", row["loss_vox"] if not val_cells else math.inf)
@@ -361,6 +428,11 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
                    "initial_val_mae": initial,
                    "trained_on": trained_on, "config": asdict(cfg), "n_parameters": net.n_parameters()}
         paths["metrics"].write_text(json.dumps(metrics, indent=1))
-        if epoch + 1 == cfg.epochs or (epoch + 1) % 10 == 0:
+        if epoch == start_epoch and cfg.max_minutes:
+            n_epochs[0] = epochs_within(cfg.max_minutes * 60 - (time.perf_counter() - t_start), row["seconds"],
+                                        val_seconds, cfg.val_every, epoch + 1, cfg.epochs)
+            if n_epochs[0] < cfg.epochs:
+                log(f"--max-minutes {cfg.max_minutes:g}: {n_epochs[0]} epochs fit (the cosine schedule ends there)")
+        if epoch + 1 == n_epochs[0] or (epoch + 1) % 10 == 0:
             plot_history(history, paths["png"])
     return json.loads(paths["metrics"].read_text()) if paths["metrics"].is_file() else {"history": history}
