@@ -16,6 +16,7 @@ margin of ``P // 4`` voxels at both ends of that axis (:attr:`Patch.core`).
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,12 +132,13 @@ def _prepare_record(dataset, record_id: str, spacing: float, multiple: int, max_
 _WORKER_DATASET: list = []  # the dataset a pool worker opened (see _open_in_worker)
 
 
-def _open_in_worker(path: str) -> None:
-    """Process-pool initializer: open the dataset once per worker, one BLAS/FFT/torch thread each."""
-    import os
+#: environment of the pool's worker processes: one BLAS/OpenMP thread each (the workers are the
+#: parallelism; a spawned worker reads these when it imports numpy, before any initializer runs)
+_ONE_THREAD = {var: "1" for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+
+def _open_in_worker(path: str) -> None:
+    """Process-pool initializer: open the dataset once per worker, one torch thread."""
     import torch
 
     torch.set_num_threads(1)
@@ -169,11 +171,19 @@ def load_cells(dataset, records: list[dict], spacing: float, multiple: int, max_
         from concurrent.futures import ProcessPoolExecutor
 
         context = mp.get_context("spawn")  # no fork of a process whose torch/OpenMP threads already run
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_open_in_worker,
-                                   initargs=(str(dataset.path),))
-        with pool:
-            results = list(_in_order(pool.map(_prepare_in_worker, jobs, chunksize=max(1, len(jobs) // (8 * workers))),
-                                     records, progress))
+        saved = {var: os.environ.get(var) for var in _ONE_THREAD}
+        os.environ.update(_ONE_THREAD)
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_open_in_worker,
+                                     initargs=(str(dataset.path),)) as pool:
+                chunks = max(1, len(jobs) // (8 * workers))
+                results = list(_in_order(pool.map(_prepare_in_worker, jobs, chunksize=chunks), records, progress))
+        finally:
+            for var, value in saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
         return [cell for cell in results if cell is not None]
     cells = []
     for rec, job in zip(records, jobs):
