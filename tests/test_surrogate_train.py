@@ -294,3 +294,55 @@ def test_interstitial_weighted_l1():
     w = np.array([1 + 4 * 0.3, 1 + 4 * 0.8, 1.0, 1.0])
     expected = (w * np.array([0.1, 0.3, 0.0, 0.4])).sum() / w.sum()
     assert float(interstitial_weighted_l1(pred, target, inter, 4.0)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cells_prepared_in_worker_processes_equal_the_serial_ones(trained):
+    from elf_workflows.surrogate.data import load_cells
+
+    data, _, cfg, _ = trained
+    ds = ReferenceDataset(data)
+    recs = list(ds.records())
+    mcfg = UNetConfig(**cfg.model)
+    serial = load_cells(ds, recs, mcfg.spacing, mcfg.multiple)
+    pooled = load_cells(ds, recs, mcfg.spacing, mcfg.multiple, workers=2)
+    assert [c.id for c in pooled] == [c.id for c in serial] == [r["id"] for r in recs]
+    for a, b in zip(serial, pooled):
+        np.testing.assert_array_equal(a.features, b.features)
+        np.testing.assert_array_equal(a.target, b.target)
+        np.testing.assert_array_equal(a.interstitial, b.interstitial)
+
+
+def test_init_from_a_narrower_unet_starts_at_its_pointwise_prediction(trained):
+    from elf_workflows.errors import InputError
+    from elf_workflows.surrogate.model import PeriodicUNet
+    from elf_workflows.surrogate.train import init_from
+
+    _, out, cfg, _ = trained
+    start = load_model(out).net
+    wider = PeriodicUNet(UNetConfig(**{**cfg.model, "base_channels": 8}))
+    assert "pointwise branch" in init_from(wider, start)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, start.config.in_channels, 8, 8, 8)).astype(np.float32))
+    with torch.no_grad():
+        expected = torch.sigmoid(start.head.bias + start.point(x)[:, 0])
+        np.testing.assert_allclose(wider(x)[:, 0].numpy(), expected.numpy(), atol=1e-6)
+        assert not torch.allclose(start(x)[:, 0], expected)  # the start's own U-Net correction is left behind
+    other_inputs = PeriodicUNet(UNetConfig(**{**cfg.model, "in_channels": cfg.model["in_channels"] - 1}))
+    with pytest.raises(InputError, match="inputs, spacing or pointwise branch"):
+        init_from(other_inputs, start)
+
+
+def test_epochs_within_a_wall_clock_budget():
+    from elf_workflows.surrogate.train import epochs_within
+
+    # 9 s an epoch plus a 10 s validation every 2 epochs = 14 s an epoch: 7 more fit in 100 s
+    assert epochs_within(100.0, 9.0, 10.0, 2, done=1, most=1000) == 8
+    assert epochs_within(100.0, 9.0, 10.0, 2, done=1, most=5) == 5
+    assert epochs_within(-5.0, 9.0, 10.0, 2, done=1, most=1000) == 1
+
+
+def test_max_minutes_cuts_the_epochs_and_the_schedule(trained, tmp_path):
+    data, _, cfg, _ = trained
+    cfg2 = TrainConfig(**{**cfg.__dict__, "epochs": 6, "max_minutes": 1e-4})
+    metrics = train(data, tmp_path / "model.pt", cfg2, progress=False, log=lambda m: None)
+    assert [r["epoch"] for r in metrics["history"]] == [1]  # the first epoch always runs, then the budget is spent
+    assert "val_mae" in metrics["history"][-1]  # the last epoch is validated

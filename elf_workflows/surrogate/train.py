@@ -377,9 +377,9 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
         initial = ck.get("initial_val_mae")
         val_seconds = 0.0
     n_batches = max(1, cfg.patches_per_epoch // cfg.batch_size)
-    if cfg.device != "cpu":  # the training cells live on the accelerator: patches are cut there
-        cells = [replace(cell, features=torch.as_tensor(cell.features, device=cfg.device),
-                         target=torch.as_tensor(cell.target, device=cfg.device)) for cell in cells]
+    # the training cells live on the training device (on CPU without a copy): patches are cut there
+    cells = [replace(cell, features=torch.as_tensor(cell.features, device=cfg.device),
+                     target=torch.as_tensor(cell.target, device=cfg.device)) for cell in cells]
     t_loop = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         if epoch >= n_epochs[0]:
