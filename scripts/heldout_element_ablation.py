@@ -12,7 +12,10 @@ The ``test`` split is never read.
 Run:  python scripts/heldout_element_ablation.py --steps 8000 --channels 17 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --drop group,row,electronegativity Y,Zn Sr,Ti Nb,Cs
+      python scripts/heldout_element_ablation.py --steps 8000 --compare-steps 24000 --interstitial-weight 1.5 \
+          Y,Zn Sr,Ti Nb,Cs
 (session 4: 17 = without the electrostatic channel; session 5: without the species channels;
+session 6: do more per-voxel steps transfer;
 docs/surrogate.md has the tables; ~20 min on 2 cores)
 """
 
@@ -67,7 +70,10 @@ def main() -> None:
     parser.add_argument("--drop", default=None, help="compare all channels with all but these (comma-separated names)")
     parser.add_argument("--interstitial-weight", type=float, default=0.0,
                         help="compare plain L1 with this void weighting (all channels) instead of channel counts")
+    parser.add_argument("--compare-steps", type=int, default=0,
+                        help="compare --steps with this many steps instead (all channels, --interstitial-weight in both)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes preparing the cells")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = dataset_path(args.data)
@@ -75,7 +81,7 @@ def main() -> None:
     elements = {r["id"]: set(r["elements"]) for r in records}
     start = time.perf_counter()
     cfg = UNetConfig()
-    cells = load_cells(dataset, records, cfg.spacing, cfg.multiple)
+    cells = load_cells(dataset, records, cfg.spacing, cfg.multiple, workers=args.workers)
     for cell in cells:
         cell.all_features, cell.maxima = cell.features, local_maxima(cell.target)
     every = list(range(N_FEATURES))
@@ -86,18 +92,23 @@ def main() -> None:
         reduced = [i for i in every if FEATURE_NAMES[i] not in args.drop.split(",")]
     else:
         reduced = every[:args.channels]
-    compared = (f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0
+    compared = (f"{args.steps} vs {args.compare_steps} steps" if args.compare_steps else
+                f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0
                 else f"{len(reduced)} channels (without {', '.join(FEATURE_NAMES[i] for i in every if i not in reduced)})"
                      f" vs {N_FEATURES}")
     print(f"{len(cells)} cells prepared in {time.perf_counter() - start:.0f} s; comparing {compared}", flush=True)
     for held in (set(h.split(",")) for h in args.held_out):
         train = [c for c in cells if not elements[c.id] & held]
         val = sorted((c for c in cells if elements[c.id] & held), key=lambda c: holdout_fraction(c.id))[:150]
-        variants = ([(every, 0.0), (every, args.interstitial_weight)] if args.interstitial_weight > 0
-                    else [(reduced, 0.0), (every, 0.0)])
-        for n, weight in variants:
-            row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val),
-                   **fit_and_score(train, val, n, args.steps, weight)}
+        if args.compare_steps:
+            variants = [(every, args.interstitial_weight, steps) for steps in (args.steps, args.compare_steps)]
+        elif args.interstitial_weight > 0:
+            variants = [(every, 0.0, args.steps), (every, args.interstitial_weight, args.steps)]
+        else:
+            variants = [(reduced, 0.0, args.steps), (every, 0.0, args.steps)]
+        for n, weight, steps in variants:
+            row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": steps,
+                   **fit_and_score(train, val, n, steps, weight)}
             print(json.dumps(row), flush=True)
 
 

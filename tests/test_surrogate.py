@@ -33,9 +33,10 @@ def b2(a=3.9, A="Ca", B="Ba"):
 def random_model(seed=0, **kw) -> SurrogateModel:
     torch.manual_seed(seed)
     net = PeriodicUNet(UNetConfig(**kw))
-    with torch.no_grad():  # make the random net far from constant
-        for p in net.parameters():
-            p.mul_(2.0)
+    with torch.no_grad():  # make the random net far from constant (the U-Net's own init keeps unit scale)
+        for name, p in net.named_parameters():
+            if not name.startswith(("down.", "up.", "dec.")):
+                p.mul_(2.0)
     return SurrogateModel(net=net.eval(), version="test-random")
 
 
@@ -294,6 +295,70 @@ def test_pointwise_branch_in_slabs_equals_whole():
         whole = net.point(x)
         slabs = net.pointwise(x, chunk_voxels=100)  # 1 slab (64 voxels) per chunk: 12 chunks
     assert whole.abs().max() > 0.1 and torch.allclose(whole, slabs, atol=1e-6)
+
+
+def _decoder_output(net: PeriodicUNet, x: torch.Tensor) -> torch.Tensor:
+    """The features the head reads (the last decoder block), for a standardised input ``x``."""
+    skips, h = [], x
+    for i, block in enumerate(net.down):
+        h = block(h)
+        if i < len(net.down) - 1:
+            skips.append(h)
+            h = net.pool(h)
+    for up, dec in zip(net.up, net.dec):
+        h = dec(torch.cat([up(h), skips.pop()], dim=1))
+    return h
+
+
+def test_fresh_unet_keeps_the_signal_at_unit_scale():
+    torch.manual_seed(0)
+    x = torch.randn(1, N_FEATURES, 32, 32, 32)
+    with torch.no_grad():
+        std = float(_decoder_output(PeriodicUNet(UNetConfig(base_channels=16)), x).std(dim=(2, 3, 4)).mean())
+        torch.manual_seed(0)
+        default = PeriodicUNet(UNetConfig(base_channels=16))
+        for m in default.modules():  # PyTorch's own initialisation, as before session 6
+            if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+                m.reset_parameters()
+        std_default = float(_decoder_output(default, x).std(dim=(2, 3, 4)).mean())
+    assert 0.2 < std < 5.0  # the head sees features that vary as much as the input does
+    assert std_default < 0.02  # the default shrank them ~threefold per layer
+
+
+def test_unet_reads_standardised_inputs_and_the_pointwise_branch_raw_ones():
+    torch.manual_seed(0)
+    net = PeriodicUNet(UNetConfig(base_channels=4, levels=2, point_channels=8)).eval()
+    torch.nn.init.normal_(net.point[-1].weight)
+    x = torch.randn(1, N_FEATURES, 8, 8, 8) * 3 + 1
+    with torch.no_grad():
+        unet_raw = net.logits(x) - net.pointwise(x)
+        mean, std = np.full(N_FEATURES, 1.0), np.full(N_FEATURES, 3.0)
+        net.set_input_statistics(mean, std)
+        unet_std = net.logits(x) - net.pointwise(x)
+        net.set_input_statistics(np.zeros(N_FEATURES), np.ones(N_FEATURES))
+        expected = net.logits((x - 1) / 3) - net.pointwise((x - 1) / 3)
+    assert torch.allclose(unet_std, expected, atol=1e-5) and not torch.allclose(unet_std, unet_raw, atol=1e-3)
+
+
+def test_model_files_without_input_statistics_load_as_identity(tmp_path):
+    from elf_workflows.errors import InputError
+    from elf_workflows.surrogate.infer import save_model
+
+    model = random_model(base_channels=4, levels=2)
+    save_model(model.net, tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    for key in PeriodicUNet.OPTIONAL_BUFFERS:  # a file written before session 6
+        del payload["state_dict"][key]
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt").net
+    assert torch.equal(old.input_shift, torch.zeros(N_FEATURES)) and torch.equal(old.input_scale, torch.ones(N_FEATURES))
+    x = torch.randn(1, N_FEATURES, 8, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(old(x), model.net(x), atol=1e-6)
+    payload["state_dict"]["stray.weight"] = torch.zeros(1)
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="do not fit the architecture"):
+        load_model(tmp_path / "bad.pt")
 
 
 def test_tiled_equals_untiled():

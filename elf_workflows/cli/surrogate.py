@@ -100,6 +100,8 @@ def train(
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights; no pre-training. Same "
                                         "architecture: all weights; another U-Net width or depth: the pointwise "
                                         "branch only, the new U-Net's correction starting at zero."),
+    fresh_unet: bool = typer.Option(False, "--fresh-unet", help="With --init: take the pointwise branch only and "
+                                    "start a new U-Net, also when the architecture is the same."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes preparing the cells' features."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0,
                                                 help="Wall-clock budget of the whole run: after the first epoch, the "
@@ -129,6 +131,7 @@ def train(
                       freeze_pointwise=freeze_pointwise,
                       val_elements=[e.strip() for e in val_elements.split(",") if e.strip()],
                       interstitial_weight=interstitial_weight, workers=workers, max_minutes=max_minutes,
+                      fresh_unet=fresh_unet,
                       model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing,
                                        point_channels=point_channels).to_dict())
     metrics = run(data, out, cfg, resume=resume, progress=not quiet and sys.stderr.isatty())

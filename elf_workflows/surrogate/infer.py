@@ -95,7 +95,10 @@ def _from_payload(payload: dict, path: str | None) -> SurrogateModel:
                          f"{N_FEATURES} (the last, {FEATURE_NAMES[-1]}, was added in session 5); retrain it with "
                          "elf-workflows train")
     net = PeriodicUNet(UNetConfig(**config))
-    net.load_state_dict(payload["state_dict"])
+    result = net.load_state_dict(payload["state_dict"], strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - set(PeriodicUNet.OPTIONAL_BUFFERS):
+        raise InputError(f"{path}: weights do not fit the architecture {config} "
+                         f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
     net.eval()
     return SurrogateModel(net=net, version=str(payload["version"]), metadata=json.loads(payload.get("metadata") or "{}"),
                           path=path)

@@ -61,6 +61,7 @@ class TrainConfig:
     val_elements: list[str] = field(default_factory=list)
     interstitial_weight: float = 0.0
     init: str | None = None
+    fresh_unet: bool = False
     freeze_pointwise: bool = True
     val_every: int = 5
     val_max_cells: int = 150
@@ -189,15 +190,25 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     return float(mae)
 
 
-def init_from(net: PeriodicUNet, start: PeriodicUNet) -> str:
+def input_statistics(cells: list[Cell]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the input features over every voxel of ``cells``."""
+    n = sum(cell.target.size for cell in cells)
+    total = sum(cell.features.reshape(cell.features.shape[0], -1).sum(1, dtype=np.float64) for cell in cells)
+    mean = total / n
+    sq = sum(((cell.features.reshape(cell.features.shape[0], -1) - mean[:, None]) ** 2).sum(1) for cell in cells)
+    return mean, np.sqrt(sq / n)
+
+
+def init_from(net: PeriodicUNet, start: PeriodicUNet, fresh_unet: bool = False) -> str:
     """Load the weights of ``start`` into ``net``; return what was taken.
 
     The same architecture: everything. A U-Net of other width or depth on the same inputs, spacing
     and pointwise branch: the pointwise branch and the head's bias only, with the head's weights
     zeroed, so ``net`` starts out predicting exactly what the pointwise part of ``start`` predicts and
-    the new U-Net grows its non-local correction from zero.
+    the new U-Net grows its non-local correction from zero. ``fresh_unet``: the latter also for the
+    same architecture.
     """
-    if start.config == net.config:
+    if start.config == net.config and not fresh_unet:
         net.load_state_dict(start.state_dict())
         return "all weights"
     a, b = start.config, net.config
@@ -319,12 +330,18 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
             f"{time.perf_counter() - t0:.1f} s (spacing {mcfg.spacing} Å, {cfg.workers} worker(s))")
     cells, val_cells, groups = prepared.cells, prepared.val_cells, prepared.groups
 
-    net = PeriodicUNet(mcfg).to(cfg.device)
+    net = PeriodicUNet(mcfg)
+    fresh_unet = not resume
     if cfg.init and not resume:
         from elf_workflows.surrogate.infer import load_model
 
         start = load_model(cfg.init)
-        log(f"initialised from {cfg.init} ({start.version}): {init_from(net, start.net)}; no pointwise pre-training")
+        log(f"initialised from {cfg.init} ({start.version}): {init_from(net, start.net, cfg.fresh_unet)}; "
+            "no pointwise pre-training")
+        fresh_unet = cfg.fresh_unet or start.config != mcfg
+    if fresh_unet:  # a new U-Net sees standardised inputs (model.py: signal propagation)
+        net.set_input_statistics(*input_statistics(cells))
+    net = net.to(cfg.device)
     if cfg.freeze_pointwise and net.point is not None:
         net.point.requires_grad_(False)
     weighting = UncertaintyWeighting().to(cfg.device)
