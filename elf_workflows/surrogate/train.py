@@ -9,6 +9,12 @@ prediction. Every ``val_every`` epochs (and after the last): whole-cell validati
 the space group) on up to ``val_max_cells`` validation cells, the best weights so far in ``OUT``.
 After every epoch: a checkpoint ``OUT.ckpt`` (resumable), ``OUT.metrics.json`` (every term and weight
 per epoch) and, every 10 epochs, ``OUT.loss.png``.
+
+The cells are prepared once (:func:`prepare_training_data`, in ``workers`` processes) and moved to
+the training device, where the patches are cut. ``max_minutes`` bounds the whole run: after the
+first epoch the epochs, and with them the cosine schedule, are cut to what fits. ``init`` starts from
+trained weights (:func:`init_from`); a U-Net that starts fresh reads its input standardised by the
+training cells' per-channel statistics (:func:`input_statistics`).
 """
 
 from __future__ import annotations
