@@ -297,30 +297,17 @@ def test_pointwise_branch_in_slabs_equals_whole():
     assert whole.abs().max() > 0.1 and torch.allclose(whole, slabs, atol=1e-6)
 
 
-def _decoder_output(net: PeriodicUNet, x: torch.Tensor) -> torch.Tensor:
-    """The features the head reads (the last decoder block), for a standardised input ``x``."""
-    skips, h = [], x
-    for i, block in enumerate(net.down):
-        h = block(h)
-        if i < len(net.down) - 1:
-            skips.append(h)
-            h = net.pool(h)
-    for up, dec in zip(net.up, net.dec):
-        h = dec(torch.cat([up(h), skips.pop()], dim=1))
-    return h
-
-
 def test_fresh_unet_keeps_the_signal_at_unit_scale():
     torch.manual_seed(0)
     x = torch.randn(1, N_FEATURES, 32, 32, 32)
     with torch.no_grad():
-        std = float(_decoder_output(PeriodicUNet(UNetConfig(base_channels=16)), x).std(dim=(2, 3, 4)).mean())
+        std = float(PeriodicUNet(UNetConfig(base_channels=16)).unet_features(x).std(dim=(2, 3, 4)).mean())
         torch.manual_seed(0)
         default = PeriodicUNet(UNetConfig(base_channels=16))
         for m in default.modules():  # PyTorch's own initialisation, as before session 6
             if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
                 m.reset_parameters()
-        std_default = float(_decoder_output(default, x).std(dim=(2, 3, 4)).mean())
+        std_default = float(default.unet_features(x).std(dim=(2, 3, 4)).mean())
     assert 0.2 < std < 5.0  # the head sees features that vary as much as the input does
     assert std_default < 0.02  # the default shrank them ~threefold per layer
 

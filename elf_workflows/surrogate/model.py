@@ -149,6 +149,11 @@ class PeriodicUNet(nn.Module):
         if any(s % m for s in x.shape[2:]):
             raise ValueError(f"grid {tuple(x.shape[2:])} is not a multiple of {m} along every axis")
         x = (x - self.input_shift[:, None, None, None]) / self.input_scale[:, None, None, None]
+        out = self.head(self.unet_features(x))
+        return out + self.pointwise(inputs) if self.point is not None else out
+
+    def unet_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net's last decoder output ``(B, base_channels, ...)`` for standardised input ``x``: what the head reads."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
@@ -158,8 +163,7 @@ class PeriodicUNet(nn.Module):
         for up, dec in zip(self.up, self.dec):
             x = up(x)
             x = dec(torch.cat([x, skips.pop()], dim=1))
-        out = self.head(x)
-        return out + self.pointwise(inputs) if self.point is not None else out
+        return x
 
     def pointwise(self, x: torch.Tensor, chunk_voxels: int = 2**18) -> torch.Tensor:
         """The per-voxel branch; without autograd it runs in slabs of ≤ ``chunk_voxels`` voxels.
