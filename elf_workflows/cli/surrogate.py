@@ -90,7 +90,7 @@ def train(
     lr: float = typer.Option(2e-3, "--lr"),
     pool: int = typer.Option(1, "--pool", help="Patch-frame symmetry operations pooled per patch."),
     clip: float = typer.Option(0.5, "--clip", help="Gradient-norm clip."),
-    pretrain_steps: int = typer.Option(45000, "--pretrain-steps",
+    pretrain_steps: int = typer.Option(135000, "--pretrain-steps",
                                        help="Per-voxel steps fitting the pointwise branch first (0: none)."),
     base_channels: int = typer.Option(16, "--base-channels"),
     levels: int = typer.Option(3, "--levels"),

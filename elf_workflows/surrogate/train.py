@@ -59,7 +59,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     pool: int = 1
     clip: float = 0.5
-    pretrain_steps: int = 45000
+    pretrain_steps: int = 135000
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
