@@ -117,7 +117,7 @@ def reciprocal_vectors(lattice: Lattice, shape: Shape, rfft: bool = False) -> np
 
 def cartesian_g(lattice: Lattice, h: np.ndarray, k: np.ndarray, l: np.ndarray) -> np.ndarray:
     """Cartesian G = h b₁ + k b₂ + l b₃ (Å⁻¹, 2π included) on the product of 1D Miller-index vectors, ``(3, nh, nk, nl)``."""
-    b = lattice.reciprocal_lattice.matrix  # rows b_i with a_i·b_j = 2π δ_ij
+    b = lattice.inv_matrix.T * 2 * np.pi  # rows b_i with a_i·b_j = 2π δ_ij (pymatgen's reciprocal_lattice, no new Lattice)
     return (h[None, :, None, None] * b[0][:, None, None, None]
             + k[None, None, :, None] * b[1][:, None, None, None]
             + l[None, None, None, :] * b[2][:, None, None, None])

@@ -150,3 +150,28 @@ def test_pseudo_kind_integrates_to_the_free_pseudo_atoms_and_is_not_a_kinetic_sa
     maker = SadMaker(kind="pseudo_kinetic")
     with pytest.raises(InputError, match="pseudo_kinetic"):
         maker.make.original(maker, s, [12, 12, 12])  # the job's function itself, run in this process
+
+
+@pytest.mark.parametrize("symbol,kind", [("La", "valence"), ("Fe", "pseudo_kinetic"), ("Ca", "partition")])
+def test_form_factor_equals_the_direct_bessel_sum(symbol, kind):
+    """The DST-based table against the plain sum 4π Σ ρ r² w sin(gr)/(gr) on the same radial grid."""
+    from scipy.interpolate import CubicSpline
+
+    from elf_workflows import sad
+
+    data = atomic_data(symbol)
+    radial = getattr(data, sad._RADIAL[kind])
+    weight = np.abs(radial) * data.r**2
+    r_max = data.r[min(np.nonzero(weight > 1e-12 * weight.max())[0].max() + 1, len(data.r) - 1)]
+    r = np.arange(0.0, r_max + sad._DR, sad._DR)
+    rho = CubicSpline(data.r, radial)(np.minimum(r, data.r[-1]))
+    if kind == "valence":
+        rho = np.clip(rho, 0.0, None)
+    w = np.full_like(r, sad._DR)
+    w[[0, -1]] = 0.5 * sad._DR
+    g = np.array([0.0, 0.37, 1.9, 7.3, 21.1, 44.4, 59.7])
+    gr = np.outer(np.maximum(g, 1e-12), np.where(r > 0, r, 1.0))
+    direct = (np.sin(gr) / gr) @ (4 * np.pi * rho * r**2 * w)
+    if kind in sad._NORMALISED:
+        direct *= data.valence / direct[0]
+    np.testing.assert_allclose(form_factor(symbol, g, kind), direct, rtol=0, atol=1e-7 * np.abs(direct).max())
