@@ -181,10 +181,16 @@ def test_pseudo_atom_tables_are_gpaws_free_pseudo_atom():
         assert np.all(d.tau_pseudo[inner] >= 0.98 * tau_w[inner])
 
 
-def test_aliased_spectra_equal_the_finer_grid_sampled():
-    """Folding the 2× finer spectrum is exact: the same field as superposing on the fine grid and sampling it."""
+@pytest.mark.parametrize("one_block", [True, False])
+def test_aliased_spectra_equal_the_finer_grid_sampled(one_block, monkeypatch):
+    """Folding the 2× finer spectrum is exact: the same field as superposing on the fine grid and sampling it
+    (all aliases in one block, and one alias at a time as for big grids)."""
+    from elf_workflows import sad
     from elf_workflows.grids import fft_derivative
     from elf_workflows.sad import aliased_spectra, superpose
+
+    if not one_block:
+        monkeypatch.setattr(sad, "_ALIAS_BLOCK", 0)
 
     s = Structure(Lattice([[3.1, 0, 0], [0.4, 3.3, 0], [0.2, 0.3, 3.6]]), ["Fe", "Pb"], [[0, 0, 0], [0.45, 0.5, 0.55]])
     shape = (14, 16, 18)
@@ -295,6 +301,25 @@ def test_pointwise_branch_in_slabs_equals_whole():
         whole = net.point(x)
         slabs = net.pointwise(x, chunk_voxels=100)  # 1 slab (64 voxels) per chunk: 12 chunks
     assert whole.abs().max() > 0.1 and torch.allclose(whole, slabs, atol=1e-6)
+
+
+def test_inference_convolutions_equal_the_autograd_ones():
+    """The oneDNN call used at CPU inference gives the module's circular convolution (non-cubic grid)."""
+    from elf_workflows.surrogate.model import _onednn_inference, circular_conv
+
+    torch.manual_seed(0)
+    net = PeriodicUNet(UNetConfig(base_channels=4, levels=2, point_channels=8))
+    x = torch.randn(1, N_FEATURES, 8, 6, 10)
+    with torch.enable_grad():
+        reference = net.logits(x).detach()
+        conv_reference = net.down[0][0](x).detach()
+    with torch.inference_mode():
+        assert _onednn_inference(x) == torch.backends.mkldnn.is_available()
+        fast = net.logits(x)
+        conv_fast = circular_conv(net.down[0][0], x)
+    assert conv_reference.abs().max() > 0.5
+    torch.testing.assert_close(conv_fast, conv_reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-5)
 
 
 def test_fresh_unet_keeps_the_signal_at_unit_scale():
