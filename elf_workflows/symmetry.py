@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 import spglib
+from pymatgen.core import Composition, Element
 
 from elf_workflows.errors import InputError
 
@@ -111,22 +113,41 @@ class SpaceGroup:
         """Per axis, the least common denominator of the fractional translations."""
         out = []
         for a in range(3):
-            dens = [Fraction(float(t)).limit_denominator(48).denominator for t in self.translations[:, a]]
+            values = np.unique(np.round(self.translations[:, a], 9))  # a handful of distinct values
+            dens = [Fraction(float(t)).limit_denominator(48).denominator for t in values]
             out.append(math.lcm(*dens) if dens else 1)
         return out
 
 
 def get_space_group(structure: Structure, symprec: float = 1e-3) -> SpaceGroup:
-    """Space group of ``structure`` from spglib, operators in the structure's own cell."""
-    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    """Space group of ``structure`` from spglib, operators in the structure's own cell.
+
+    spglib takes 3–9 ms for a one- or two-atom cubic cell here, and one screened cell needs its group
+    several times (grid, prediction, attractors, document), so results are kept for the last 256
+    distinct cells, keyed on the exact lattice, coordinates, species and ``symprec``.
+    """
+    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
+    frac = np.ascontiguousarray(structure.frac_coords, dtype=float)
+    numbers = tuple(site.specie.Z for site in structure)
+    return _space_group_of_cell(lattice.tobytes(), frac.tobytes(), numbers, float(symprec))
+
+
+@lru_cache(maxsize=256)
+def _space_group_of_cell(lattice: bytes, frac: bytes, numbers: tuple[int, ...], symprec: float) -> SpaceGroup:
+    cell = (np.frombuffer(lattice).reshape(3, 3), np.frombuffer(frac).reshape(-1, 3), list(numbers))
     dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
     if dataset is None:
-        raise InputError(f"spglib found no symmetry for {structure.composition.reduced_formula} (symprec={symprec})")
+        formula = Composition({Element.from_Z(z): numbers.count(z) for z in set(numbers)}).reduced_formula
+        raise InputError(f"spglib found no symmetry for {formula} (symprec={symprec})")
+    rotations = np.asarray(dataset.rotations, dtype=np.int64)
+    translations = np.mod(np.asarray(dataset.translations, float), 1.0)
+    for array in (rotations, translations):  # shared by every caller of the cache
+        array.setflags(write=False)
     return SpaceGroup(
         number=int(dataset.number),
         symbol=str(dataset.international),
-        rotations=np.asarray(dataset.rotations, dtype=np.int64),
-        translations=np.mod(np.asarray(dataset.translations, float), 1.0),
+        rotations=rotations,
+        translations=translations,
         wyckoffs=tuple(dataset.wyckoffs),
         equivalent_atoms=tuple(int(i) for i in dataset.equivalent_atoms),
         symprec=symprec,
@@ -137,21 +158,93 @@ def _as_space_group(structure_or_group, symprec: float) -> SpaceGroup:
     return structure_or_group if isinstance(structure_or_group, SpaceGroup) else get_space_group(structure_or_group, symprec)
 
 
+@dataclass(frozen=True)
+class GridMaps:
+    """The voxel maps of a group's grid-compatible operators on one grid, analysed once.
+
+    Attributes:
+        ops: indices of the compatible operators in the group.
+        scaled: ``S_ba = W_ba N_b / N_a`` per operator, ``(n, 3, 3)`` integers.
+        shifts: ``t = w N`` per operator, ``(n, 3)`` integers.
+        source: for operators that permute and flip axes (j_b = σ_b i_{a_b} + t_b), a_b per row;
+            −1 in the first entry for operators that mix axes.
+        signs: σ_b per row (0 where ``source`` is −1).
+    """
+
+    ops: np.ndarray
+    scaled: np.ndarray
+    shifts: np.ndarray
+    source: np.ndarray
+    signs: np.ndarray
+
+
+def grid_maps(group: SpaceGroup, shape: Shape) -> GridMaps:
+    """:class:`GridMaps` of ``group`` on ``shape`` (vectorised over operators, cached on the group)."""
+    key = ("grid_maps", tuple(int(m) for m in shape))
+    if key not in group._cache:
+        ops = np.nonzero(group.is_grid_compatible(shape))[0]
+        n = np.asarray(shape)
+        scaled = np.round(group.rotations[ops] * (n[None, :, None] / n[None, None, :])).astype(np.int64)
+        shifts = np.round(group.translations[ops] * n).astype(np.int64)
+        nonzero = np.abs(scaled)
+        permutes = np.all(nonzero.sum(1) == 1, axis=1) & np.all(nonzero.sum(2) == 1, axis=1)
+        source = np.where(permutes[:, None], nonzero.argmax(2), -1)
+        signs = np.where(permutes[:, None], np.take_along_axis(scaled, nonzero.argmax(2)[..., None], 2)[..., 0], 0)
+        group._cache[key] = GridMaps(ops, scaled, shifts, source, signs)
+    return group._cache[key]
+
+
 def apply_operation(field: np.ndarray, group: SpaceGroup, op: int) -> np.ndarray:
-    """The field seen through operator ``op``: ``out[i] = field[image(i)]`` (equal to ``field`` if symmetric)."""
+    """The field seen through operator ``op``: ``out[i] = field[image(i)]`` (equal to ``field`` if symmetric).
+
+    When the operator permutes and flips the grid axes (every operator of a cubic, tetragonal or
+    orthorhombic cell on its conventional grid) this is flips, one periodic roll and a transpose
+    (:func:`_permuted_image`); otherwise a gather through :meth:`SpaceGroup.flat_voxel_images`. Both
+    give the same array (tested).
+    """
     field = np.asarray(field)
+    maps = grid_maps(group, field.shape)
+    row = np.nonzero(maps.ops == op)[0]
+    if len(row) and maps.source[row[0], 0] >= 0:
+        moved = _permuted_image(field, maps.signs[row[0]], maps.shifts[row[0]])
+        return np.ascontiguousarray(np.transpose(moved, np.argsort(maps.source[row[0]])))
     return field.ravel()[group.flat_voxel_images(field.shape, op)]
 
 
+def _permuted_image(field: np.ndarray, signs: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """``F[k] = field[σ_b k_b + t_b mod N_b]``: flips (σ = −1 reverses an axis about index 0) and one roll.
+
+    The image of an axis-permuting operator is then ``F`` with its axis b moved to position a_b.
+    """
+    flips = tuple(b for b in range(3) if signs[b] < 0)
+    moved = np.flip(field, flips) if flips else field
+    return np.roll(moved, [int(-t if s > 0 else t + 1) for s, t in zip(signs, shifts)], axis=(0, 1, 2))
+
+
 def symmetrize(field: np.ndarray, structure_or_group, symprec: float = 1e-3) -> np.ndarray:
-    """Average a periodic field over every space-group operator that maps its grid onto itself."""
+    """Average a periodic field over every space-group operator that maps its grid onto itself.
+
+    Axis-permuting operators are flips and rolls summed per permutation before one transpose each
+    (six at most); operators that mix axes are gathered voxel by voxel.
+    """
     group = _as_space_group(structure_or_group, symprec)
     field = np.asarray(field)
-    ops = np.nonzero(group.is_grid_compatible(field.shape))[0]
+    maps = grid_maps(group, field.shape)
     out = np.zeros(field.shape, dtype=np.result_type(field.dtype, np.float64))
-    for op in ops:
-        out += apply_operation(field, group, int(op))
-    return out / len(ops)
+    by_permutation: dict[tuple[int, ...], np.ndarray] = {}
+    for row, op in enumerate(maps.ops):
+        source = tuple(int(a) for a in maps.source[row])
+        if source[0] < 0:
+            out += field.ravel()[group.flat_voxel_images(field.shape, int(op))]
+            continue
+        moved = _permuted_image(field, maps.signs[row], maps.shifts[row])
+        if source in by_permutation:
+            by_permutation[source] += moved
+        else:
+            by_permutation[source] = moved.astype(out.dtype)
+    for source, summed in by_permutation.items():
+        out += np.transpose(summed, np.argsort(source))
+    return out / len(maps.ops)
 
 
 def symmetry_error(field: np.ndarray, structure_or_group, symprec: float = 1e-3) -> float:
