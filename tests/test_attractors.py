@@ -158,3 +158,28 @@ def test_noise_maxima_are_merged_by_persistence_real_shallow_ones_kept():
     shallow = 0.3 + main + gaussians(s, shape, [[0.5, 0.0, 0.0]], 0.08, 0.5)
     wy = sorted(a.wyckoff for a in find_attractors(s, shallow, None))
     assert wy == ["1b", "3d"]
+
+
+def test_boundary_saddles_dense_table_equals_sorted_pairs_and_a_direct_scan(monkeypatch, rng):
+    """The saddle of every adjacent basin pair, by both reductions and by a plain loop over voxel pairs."""
+    from elf_workflows.templates import basins as basins_module
+    from elf_workflows.templates.basins import OFFSETS, _boundary_saddles
+
+    shape = (10, 8, 12)
+    spectrum = np.fft.rfftn(rng.normal(size=shape))
+    field = np.fft.irfftn(spectrum * (np.abs(np.fft.fftfreq(10))[:, None, None] < 0.25), s=shape)  # a few dozen basins
+    index = watershed(field).basin_index()
+    n = int(index.max()) + 1
+    dense = _boundary_saddles(index, field, n)
+    monkeypatch.setattr(basins_module, "_DENSE_PAIRS", 0)
+    sorted_pairs = _boundary_saddles(index, field, n)
+    expected: dict[tuple[int, int], float] = {}
+    for i in np.ndindex(shape):
+        for offset in OFFSETS:
+            j = tuple((np.array(i) + offset) % shape)
+            if index[i] != index[j]:
+                key = (min(index[i], index[j]), max(index[i], index[j]))
+                expected[key] = max(expected.get(key, -np.inf), min(field[i], field[j]))
+    assert n > 10 and len(expected) > 20
+    for a, b, s in (dense, sorted_pairs):
+        assert dict(zip(zip(a.tolist(), b.tolist()), s.tolist())) == expected
