@@ -346,3 +346,31 @@ def test_max_minutes_cuts_the_epochs_and_the_schedule(trained, tmp_path):
     metrics = train(data, tmp_path / "model.pt", cfg2, progress=False, log=lambda m: None)
     assert [r["epoch"] for r in metrics["history"]] == [1]  # the first epoch always runs, then the budget is spent
     assert "val_mae" in metrics["history"][-1]  # the last epoch is validated
+
+
+def test_patch_copies_run_batched_by_shape_as_they_would_one_by_one():
+    """The rotated copies of a batch's patches, grouped into batches of equal shape, give each copy's own prediction."""
+    from elf_workflows.surrogate.data import Patch
+    from elf_workflows.surrogate.model import PeriodicUNet
+    from elf_workflows.surrogate.symmetry_pool import patch_operations, rotate_patch, unrotate_patch
+    from elf_workflows.surrogate.train import _pooled_forward
+
+    torch.manual_seed(0)
+    net = PeriodicUNet(UNetConfig(**{**TINY, "point_channels": 8}))
+    torch.nn.init.normal_(net.point[-1].weight)
+    rng = np.random.default_rng(5)
+    cubic, tetragonal = patch_operations(np.eye(3) * 3.0, (8, 8, 8)), patch_operations(np.diag([3.0, 3.0, 4.5]), (8, 8, 12))
+    patches = [Patch(rng.normal(size=(net.config.in_channels, *shape)).astype(np.float32), np.zeros(shape, np.float32),
+                     ops, (slice(None),) * 3)
+               for shape, ops in [((8, 8, 8), cubic), ((8, 8, 12), tetragonal), ((8, 8, 8), cubic), ((8, 8, 12), tetragonal)]]
+    batched = _pooled_forward(net, patches, 4, np.random.default_rng(1), "cpu")
+    one_by_one, pick = [], np.random.default_rng(1)
+    for patch in patches:  # the per-copy loop, drawing the same operations
+        chosen = patch.patch_ops[pick.choice(len(patch.patch_ops), size=4, replace=False)]
+        x = torch.from_numpy(patch.features)
+        one_by_one.append(torch.stack([unrotate_patch(net(rotate_patch(x, S).contiguous()[None])[0], S)
+                                       for S in chosen]).mean(0))
+    assert len(cubic) == len(tetragonal) == 48  # cubic voxels: copies of the 8×8×12 patches come in three shapes
+    for a, b in zip(batched, one_by_one):
+        assert a.shape == b.shape and a.std() > 0.01
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

@@ -77,25 +77,36 @@ class TrainConfig:
     model: dict = field(default_factory=lambda: UNetConfig().to_dict())
 
 
-def _pooled_forward(net: PeriodicUNet, x: np.ndarray, ops: np.ndarray, pool: int, rng: np.random.Generator,
-                    device: str) -> torch.Tensor:
-    """Prediction on one patch ``(C, p1, p2, p3)``, pooled over ``pool`` random patch-frame operations.
+def _pooled_forward(net: PeriodicUNet, patches: list, pool: int, rng: np.random.Generator,
+                    device: str) -> list[torch.Tensor]:
+    """Predictions on patches ``(C, p1, p2, p3)``, each pooled over ``pool`` random patch-frame operations.
 
     Each operation rotates the input (:func:`rotate_patch`; a permutation of unequal edges permutes
-    the patch's shape), the prediction is rotated back, and the copies are averaged: ``(1, p1, p2, p3)``.
+    the patch's shape), the prediction is rotated back, and a patch's copies are averaged:
+    ``(1, p1, p2, p3)`` per patch. The rotated copies of all patches run as batches of equal shape
+    (one network call per distinct shape, not one per copy); with no layer coupling the samples of a
+    batch, that is the per-copy result to float rounding (tested).
     """
-    xt = torch.as_tensor(x, device=device)
-    k = max(1, min(pool, len(ops)))
-    chosen = ops[rng.choice(len(ops), size=k, replace=False)]
-    preds = [unrotate_patch(net(rotate_patch(xt, S).contiguous()[None])[0], S) for S in chosen]
-    return torch.stack(preds).mean(0)
+    copies: dict[tuple[int, ...], list[tuple[int, np.ndarray, torch.Tensor]]] = {}
+    for i, patch in enumerate(patches):
+        xt = torch.as_tensor(patch.features, device=device)
+        ops = patch.patch_ops
+        chosen = ops[rng.choice(len(ops), size=max(1, min(pool, len(ops))), replace=False)]
+        for S in chosen:
+            rotated = rotate_patch(xt, S)
+            copies.setdefault(tuple(rotated.shape), []).append((i, S, rotated))
+    preds: list[list[torch.Tensor]] = [[] for _ in patches]
+    for members in copies.values():
+        out = net(torch.stack([rotated for _, _, rotated in members]))
+        for (i, S, _), pred in zip(members, out):
+            preds[i].append(unrotate_patch(pred, S))
+    return [torch.stack(p).mean(0) for p in preds]
 
 
 def _batch_terms(net: PeriodicUNet, patches: list, pool: int, rng: np.random.Generator, device: str) -> torch.Tensor:
     """VOX, HIST, GRAD averaged over the patches of a batch, each on its loss region (:attr:`Patch.core`)."""
     terms = []
-    for patch in patches:
-        pred = _pooled_forward(net, patch.features, patch.patch_ops, pool, rng, device)
+    for patch, pred in zip(patches, _pooled_forward(net, patches, pool, rng, device)):
         target = torch.as_tensor(patch.target, device=device)[None]
         core = (slice(None), *patch.core)
         terms.append(loss_terms(pred[core][None], target[core][None]))
