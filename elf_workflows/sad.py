@@ -53,12 +53,13 @@ _ALIAS_BLOCK = 2**20
 
 
 #: the radial densities that can be superposed (see the module docstring)
-KINDS = ("valence", "partition", "pseudo", "pseudo_kinetic")
+KINDS = ("valence", "partition", "pseudo", "pseudo_kinetic", "valence_squared")
 #: the kinds that are electron densities (e/Å³); ``pseudo_kinetic`` is a kinetic energy density
 DENSITY_KINDS = ("valence", "partition", "pseudo")
 #: the kinds whose radial table is scaled so that f(0) is the valence count exactly
 _NORMALISED = ("valence", "partition")
-_RADIAL = {"valence": "rho", "partition": "rho_partition", "pseudo": "rho_pseudo", "pseudo_kinetic": "tau_pseudo"}
+_RADIAL = {"valence": "rho", "partition": "rho_partition", "pseudo": "rho_pseudo", "pseudo_kinetic": "tau_pseudo",
+           "valence_squared": "rho"}
 
 
 def form_factor_table(symbol: str, kind: str = "valence") -> tuple[np.ndarray, np.ndarray]:
@@ -94,10 +95,12 @@ def _form_factor_table(symbol: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
     r_max = data.r[min(significant + 1, len(data.r) - 1)]
     r = np.arange(0.0, r_max + _DR, _DR)
     rho = CubicSpline(data.r, radial)(np.minimum(r, data.r[-1]))
-    if kind == "valence":  # the partition density is negative near some nuclei (La, Li): keep it so
+    if kind in ("valence", "valence_squared"):  # the partition density is negative near some nuclei (La, Li): keep it so
         rho = np.clip(rho, 0.0, None)
     weights = np.full_like(r, _DR)
     weights[[0, -1]] = 0.5 * _DR
+    if kind == "valence_squared":  # the square of the normalised valence density (e²/Å⁶)
+        rho = (rho * data.valence / (4 * np.pi * rho * r**2 * weights).sum()) ** 2
     integrand = 4 * np.pi * rho * r**2 * weights
     m = scipy.fft.next_fast_len(max(math.ceil(math.pi / (_DG * _DR)), len(r) + 1))
     x = np.zeros(m - 1)

@@ -12,10 +12,15 @@ The ``test`` split is never read.
 Run:  python scripts/heldout_element_ablation.py --steps 8000 --channels 17 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --drop group,row,electronegativity Y,Zn Sr,Ti Nb,Cs
+      python scripts/heldout_element_ablation.py --steps 8000 --extra log_participation --interstitial-weight 1.5 \
+          Y,Zn Sr,Ti Nb,Cs
+      python scripts/heldout_element_ablation.py --steps 8000 --ensemble 2 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --compare-steps 24000 --interstitial-weight 1.5 \
           Y,Zn Sr,Ti Nb,Cs
 (session 4: 17 = without the electrostatic channel; session 5: without the species channels;
 session 6: do more per-voxel steps transfer;
+session 7: ``--ensemble 2``, does the mean of two seeds transfer better than one; ``--extra
+log_participation``, a candidate channel computed here, compared at ``--interstitial-weight``;
 docs/surrogate.md has the tables; ~20 min on 2 cores)
 """
 
@@ -30,35 +35,69 @@ import torch
 
 from elf_workflows.surrogate.data import dataset_path, holdout_fraction, load_cells
 from elf_workflows.surrogate.evaluate import local_maxima
-from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES
+from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES, log_participation
+
+#: candidate channels not (yet) in the model, by name: structure, native grid shape → (nx, ny, nz)
+EXTRA_CHANNELS = {"log_participation": log_participation}
 from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig
 from elf_workflows.surrogate.train import _point_as_mlp, pretrain_pointwise
 
 
-def fit_and_score(train, val, channels: list[int], steps: int, weight: float = 0.0) -> dict:
-    n_channels = len(channels)
-    for cell in train + val:
+def fit(train, channels: list[int], steps: int, weight: float = 0.0, seed: int = 0) -> PeriodicUNet:
+    """The per-voxel branch fitted on ``train`` with the given channels (seed 0: the historical runs)."""
+    for cell in train:
         cell.features = np.ascontiguousarray(cell.all_features[channels])
-    torch.manual_seed(0)
-    net = PeriodicUNet(UNetConfig(in_channels=n_channels))
-    pretrain_pointwise(net, train, steps, np.random.default_rng(1), interstitial_weight=weight)
-    errors, at_max, voids = [], [], []
+    torch.manual_seed(seed)
+    net = PeriodicUNet(UNetConfig(in_channels=len(channels)))
+    pretrain_pointwise(net, train, steps, np.random.default_rng(1 + seed), interstitial_weight=weight)
+    return net
+
+
+def predict(net: PeriodicUNet, cells, channels: list[int]) -> list[np.ndarray]:
+    """Per-voxel ELF of each cell (the branch alone: sigmoid(head bias + point(x)))."""
+    out = []
     with torch.no_grad():
-        for cell in val:
-            x = torch.from_numpy(cell.features.reshape(n_channels, -1).T)
-            pred = torch.sigmoid(net.head.bias + _point_as_mlp(net.point, x)[:, 0]).numpy().reshape(cell.target.shape)
-            errors.append(np.abs(pred - cell.target).mean())
-            at_max.append(np.stack([cell.target[cell.maxima], pred[cell.maxima]], 1))
-            void = cell.maxima & cell.interstitial
-            voids.append(np.stack([cell.target[void], pred[void]], 1))
+        for cell in cells:
+            x = torch.from_numpy(np.ascontiguousarray(cell.all_features[channels]).reshape(len(channels), -1).T)
+            out.append(torch.sigmoid(net.head.bias + _point_as_mlp(net.point, x)[:, 0]).numpy().reshape(cell.target.shape))
+    return out
+
+
+def score(predictions: list[np.ndarray], val) -> dict:
+    """Voxel MAE, MAE/R² at the DFT maxima, MAE and bias at the interstitial maxima."""
+    errors, at_max, voids = [], [], []
+    for pred, cell in zip(predictions, val):
+        errors.append(np.abs(pred - cell.target).mean())
+        at_max.append(np.stack([cell.target[cell.maxima], pred[cell.maxima]], 1))
+        void = cell.maxima & cell.interstitial
+        voids.append(np.stack([cell.target[void], pred[void]], 1))
     v, w = np.concatenate(at_max), np.concatenate(voids)
     residual = ((v[:, 1] - v[:, 0]) ** 2).sum()
-    return {"channels": n_channels, "dropped": [n for i, n in enumerate(FEATURE_NAMES) if i not in channels],
-            "interstitial_weight": weight, "voxel_mae": round(float(np.mean(errors)), 4),
+    return {"voxel_mae": round(float(np.mean(errors)), 4),
             "void_maxima_mae": round(float(np.abs(w[:, 1] - w[:, 0]).mean()), 4),
             "void_maxima_bias": round(float((w[:, 1] - w[:, 0]).mean()), 4),
             "maxima_mae": round(float(np.abs(v[:, 1] - v[:, 0]).mean()), 4),
             "maxima_r2": round(float(1 - residual / ((v[:, 0] - v[:, 0].mean()) ** 2).sum()), 3)}
+
+
+def fit_and_score(train, val, channels: list[int], steps: int, weight: float = 0.0,
+                  names: list[str] | None = None) -> dict:
+    net = fit(train, channels, steps, weight)
+    names = names or list(FEATURE_NAMES)
+    return {"channels": len(channels), "dropped": [n for i, n in enumerate(names) if i not in channels],
+            "interstitial_weight": weight, **score(predict(net, val, channels), val)}
+
+
+def ensemble_rows(train, val, steps: int, weight: float, members: int) -> list[dict]:
+    """Each of ``members`` seeds alone, then their mean ELF: what averaging independent fits buys."""
+    every = list(range(N_FEATURES))
+    preds, rows = [], []
+    for seed in range(members):
+        preds.append(predict(fit(train, every, steps, weight, seed), val, every))
+        rows.append({"member": seed, **score(preds[-1], val)})
+    mean = [np.mean([p[i] for p in preds], axis=0) for i in range(len(val))]
+    rows.append({"member": f"mean of {members}", **score(mean, val)})
+    return rows
 
 
 def main() -> None:
@@ -72,6 +111,10 @@ def main() -> None:
                         help="compare plain L1 with this void weighting (all channels) instead of channel counts")
     parser.add_argument("--compare-steps", type=int, default=0,
                         help="compare --steps with this many steps instead (all channels, --interstitial-weight in both)")
+    parser.add_argument("--ensemble", type=int, default=0,
+                        help="instead: fit this many seeds (all channels, --interstitial-weight) and score their mean ELF")
+    parser.add_argument("--extra", default=None, choices=sorted(EXTRA_CHANNELS),
+                        help="append this candidate channel (computed here) and compare all channels without and with it")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes preparing the cells")
     args = parser.parse_args()
@@ -84,7 +127,14 @@ def main() -> None:
     cells = load_cells(dataset, records, cfg.spacing, cfg.multiple, workers=args.workers)
     for cell in cells:
         cell.all_features, cell.maxima = cell.features, local_maxima(cell.target)
-    every = list(range(N_FEATURES))
+    names = list(FEATURE_NAMES)
+    if args.extra:
+        for cell in cells:
+            extra = EXTRA_CHANNELS[args.extra](dataset.load_structure(cell.id), cell.target.shape)
+            cell.all_features = np.concatenate([cell.all_features, extra[None]])
+        names.append(args.extra)
+        args.channels = N_FEATURES
+    every = list(range(len(names)))
     if args.drop:
         unknown = set(args.drop.split(",")) - set(FEATURE_NAMES)
         if unknown:
@@ -92,23 +142,30 @@ def main() -> None:
         reduced = [i for i in every if FEATURE_NAMES[i] not in args.drop.split(",")]
     else:
         reduced = every[:args.channels]
-    compared = (f"{args.steps} vs {args.compare_steps} steps" if args.compare_steps else
-                f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0
-                else f"{len(reduced)} channels (without {', '.join(FEATURE_NAMES[i] for i in every if i not in reduced)})"
-                     f" vs {N_FEATURES}")
+    compared = (f"{args.ensemble} seeds and their mean" if args.ensemble else
+                f"{args.steps} vs {args.compare_steps} steps" if args.compare_steps else
+                f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0 and not args.extra
+                else f"{len(reduced)} channels (without {', '.join(names[i] for i in every if i not in reduced)})"
+                     f" vs {len(every)}")
     print(f"{len(cells)} cells prepared in {time.perf_counter() - start:.0f} s; comparing {compared}", flush=True)
     for held in (set(h.split(",")) for h in args.held_out):
         train = [c for c in cells if not elements[c.id] & held]
         val = sorted((c for c in cells if elements[c.id] & held), key=lambda c: holdout_fraction(c.id))[:150]
+        if args.ensemble:
+            for row in ensemble_rows(train, val, args.steps, args.interstitial_weight, args.ensemble):
+                print(json.dumps({"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val),
+                                  "steps": args.steps, **row}), flush=True)
+            continue
         if args.compare_steps:
             variants = [(every, args.interstitial_weight, steps) for steps in (args.steps, args.compare_steps)]
-        elif args.interstitial_weight > 0:
+        elif args.interstitial_weight > 0 and not args.extra:
             variants = [(every, 0.0, args.steps), (every, args.interstitial_weight, args.steps)]
         else:
-            variants = [(reduced, 0.0, args.steps), (every, 0.0, args.steps)]
+            weight = args.interstitial_weight if args.extra else 0.0  # channel runs before session 7: plain L1
+            variants = [(reduced, weight, args.steps), (every, weight, args.steps)]
         for n, weight, steps in variants:
             row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": steps,
-                   **fit_and_score(train, val, n, steps, weight)}
+                   **fit_and_score(train, val, n, steps, weight, names)}
             print(json.dumps(row), flush=True)
 
 

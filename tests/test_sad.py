@@ -175,3 +175,16 @@ def test_form_factor_equals_the_direct_bessel_sum(symbol, kind):
     if kind in sad._NORMALISED:
         direct *= data.valence / direct[0]
     np.testing.assert_allclose(form_factor(symbol, g, kind), direct, rtol=0, atol=1e-7 * np.abs(direct).max())
+
+
+def test_valence_squared_kind_integrates_to_the_radial_square():
+    """Σ_i ρ_i² integrates to N ∫ρ_s² (the table's f(0)); ∫ρ_s² checked against the radial table itself."""
+    from elf_workflows.sad import form_factor, superpose
+
+    s = Structure(Lattice.cubic(7.0), ["Ca", "Ca"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    squares = superpose(s, (56, 56, 56), "valence_squared")
+    data = atomic_data("Ca")
+    rho = np.clip(data.rho, 0, None) * data.valence / np.trapezoid(4 * np.pi * np.clip(data.rho, 0, None) * data.r**2, data.r)
+    direct = np.trapezoid(4 * np.pi * rho**2 * data.r**2, data.r)
+    assert form_factor("Ca", np.array([0.0]), "valence_squared")[0] == pytest.approx(direct, rel=2e-3)
+    assert integrate(squares, s) == pytest.approx(2 * direct, rel=2e-3)

@@ -505,3 +505,16 @@ def test_model_of_another_feature_set_fails_with_one_line(tmp_path):
     with pytest.raises(InputError, match=f"reads {N_FEATURES - 1} input channels") as err:
         load_model(path)
     assert "\n" not in str(err.value)
+
+
+def test_participation_counts_the_atoms_sharing_a_point():
+    """P = (Σρ_i)²/Σρ_i² is 1 at an atom and exactly 2 midway between two equal atoms far from the others."""
+    from elf_workflows.surrogate.features import log_participation
+
+    s = Structure(Lattice.orthorhombic(12.0, 12.0, 3.2), ["Ca", "Ca"], [[0.0, 0, 0], [0.0, 0.5, 0]])  # chains along c
+    shape = (60, 60, 16)
+    p = np.exp(2 * log_participation(s, shape).astype(float))
+    assert p[0, 0, 0] == pytest.approx(1.0, abs=0.02)  # on an atom its own density dominates
+    assert p[0, 0, 8] == pytest.approx(2.0, abs=0.02)  # midway between an atom and its c image
+    assert p[0, 15, 8] == pytest.approx(4.0, abs=0.1)  # centre of a rectangle of four equal atoms (farther images add a little)
+    assert p[30, 30, 0] == 1.0  # near-vacuum reads 1

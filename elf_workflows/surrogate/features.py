@@ -47,6 +47,9 @@ SPECIES_FEATURES = ("group", "row", "electronegativity")
 ELECTROSTATIC_FEATURES = ("electrostatic",)
 #: the atomic-limit ELF is band-limited on a grid this many times finer than the feature grid
 ATOMIC_LIMIT_OVERSAMPLING = 2
+#: densities (e/Å³) below which the participation ratio reads 1, and its upper clip (a void's neighbours)
+PARTICIPATION_FLOOR = 1e-3
+PARTICIPATION_MAX = 16.0
 #: names of the atomic-limit channels (:func:`atomic_limit_elf`), in order
 ATOMIC_LIMIT_FEATURES = ("atomic_limit_elf", "atomic_limit_logit", "log_pseudo_density")
 FEATURE_NAMES = DENSITY_FEATURES + SPECIES_FEATURES + ELECTROSTATIC_FEATURES + ATOMIC_LIMIT_FEATURES
@@ -287,6 +290,25 @@ def atomic_limit_features(structure: Structure, shape: tuple[int, int, int]) -> 
     out[1] = np.clip(np.log(np.maximum(chi, 1e-12)) / 4.0, -2.0, 2.0)
     out[2] = np.log(np.maximum(rho, RHO_FLOOR)) / 4.0
     return out
+
+
+def log_participation(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
+    """ln P / 2 with P = (Σ_i ρ_i)² / Σ_i ρ_i², the number of atoms whose valence densities share a point.
+
+    P is 1 where one atom's density dominates and approaches the number of neighbours in a void
+    equidistant from them: a local, rotation-invariant measure of how shared the SAD is. Σ_i ρ_i² is
+    the superposition of each species' squared normalised valence density (:mod:`elf_workflows.sad`
+    kind ``valence_squared``); both sums are band-limited on a twice finer grid (the square is sharper)
+    and P is clipped to [1, :data:`PARTICIPATION_MAX`]; below :data:`PARTICIPATION_FLOOR` (e/Å³) both
+    sums are floored, so near-vacuum (where the squared sum's Fourier ringing dominates) reads P = 1.
+    ``(nx, ny, nz)`` float32.
+    """
+    from elf_workflows.sad import aliased_spectra
+
+    spectra = aliased_spectra(structure, shape, ("valence", "valence_squared"), factor=ATOMIC_LIMIT_OVERSAMPLING)
+    rho = np.maximum(np.fft.irfftn(spectra["valence"], s=shape, axes=(0, 1, 2)), PARTICIPATION_FLOOR)
+    squares = np.maximum(np.fft.irfftn(spectra["valence_squared"], s=shape, axes=(0, 1, 2)), PARTICIPATION_FLOOR**2)
+    return (0.5 * np.log(np.clip(rho**2 / squares, 1.0, PARTICIPATION_MAX))).astype(np.float32)
 
 
 def cell_features(structure: Structure, density: np.ndarray) -> np.ndarray:
