@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -163,6 +163,86 @@ def _structure_of(entry: dict) -> Structure:
     return s if isinstance(s, Structure) else Structure.from_dict(s)
 
 
+def _compute_entry(function: ElfEngine, entry: dict, engine: str, save_grids: bool,
+                   generate_share: float | None) -> tuple:
+    """ELF, score and document of one entry: ``(doc, grids, info)``, nothing stored yet."""
+    from elf_workflows.documents import TemplateDoc
+    from elf_workflows.templates import score_template
+
+    t0 = time.perf_counter()
+    structure = _structure_of(entry)
+    elf, scf_density, info = function(structure)
+    t1 = time.perf_counter()
+    result = score_template(structure, elf, scf_density, density_source="scf" if scf_density is not None else "sad")
+    t2 = time.perf_counter()
+    doc = TemplateDoc.from_result(
+        structure, result, engine, template_id=str(entry.get("template_id")), prototype=entry.get("prototype"),
+        pressure_gpa=entry.get("pressure_gpa"), eos_source=entry.get("eos_source"),
+        settings=info.get("settings"), model_version=info.get("model_version"),
+        timings={"elf": round(t1 - t0, 4), "score": round(t2 - t1, 4),
+                 "generate": round(generate_share, 4) if generate_share else None},
+        grid_shape=np.shape(elf))
+    grids = {}
+    if save_grids:
+        grids["elf"] = (np.asarray(elf), "")
+        if scf_density is not None:
+            grids["density"] = (np.asarray(scf_density), "e/Å³")
+    doc.timings.total = round(time.perf_counter() - t0, 4)  # ELF + score (the store's own time is in the summary)
+    return doc, grids, info
+
+
+def _failure(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _start_worker(model_path: str | None) -> None:
+    """Initialiser of a screening worker process: one thread, the parent's surrogate weights."""
+    import torch
+
+    torch.set_num_threads(1)
+    if model_path:
+        use_surrogate_model(surrogate_model(model_path))
+
+
+def _compute_in_worker(engine: str, entry: dict, save_grids: bool, generate_share: float | None) -> tuple:
+    """:func:`_compute_entry` in a worker: ``(doc, grids, info, None)`` or ``(None, None, None, reason)``."""
+    try:
+        return (*_compute_entry(get_engine(engine), entry, engine, save_grids, generate_share), None)
+    except Exception as exc:  # noqa: BLE001 - reported by the parent, which decides whether to stop
+        return None, None, None, _failure(exc)
+
+
+def _worker_results(engine: str, entries: list[dict], save_grids: bool, generate_share: float | None,
+                    workers: int) -> Iterator[tuple]:
+    """:func:`_compute_in_worker` over ``entries`` in ``workers`` spawned processes, results in entry order."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    model = _MODEL_CACHE.get("")
+    path = getattr(model, "path", None) if engine == "surrogate" else None
+    model_path = path if path and not str(path).startswith("package:") else None
+    # each worker single-threaded: set before spawning, so BLAS pools start with one thread
+    saved = {key: os.environ.get(key) for key in _THREAD_VARIABLES}
+    os.environ.update({key: "1" for key in _THREAD_VARIABLES})
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_worker,
+                                 initargs=(model_path,)) as pool:
+            futures = [pool.submit(_compute_in_worker, engine, entry, save_grids, generate_share) for entry in entries]
+            for future in futures:
+                yield future.result()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+#: environment variables that size the BLAS/OpenMP thread pools of a worker process
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def screen_sublattices(
     entries: Iterable[dict],
     store: TemplateStore,
@@ -172,6 +252,7 @@ def screen_sublattices(
     progress: bool = True,
     stop_on_error: bool = False,
     generate_seconds: float | None = None,
+    workers: int = 1,
 ) -> ScreenSummary:
     """Score and store sublattice documents (``generate_sublattices`` output), skipping stored ones.
 
@@ -185,9 +266,13 @@ def screen_sublattices(
         progress: progress bar on standard error.
         stop_on_error: raise on the first failing template instead of recording it and going on.
         generate_seconds: time spent generating ``entries`` (s), shared out in each document's timings.
+        workers: processes computing templates (spawned, one thread each; engines registered at import,
+            not ``engine_fn``). Documents are stored by this process, in entry order, as they arrive.
     """
-    from elf_workflows.documents import TemplateDoc
-
+    if workers < 1:
+        raise InputError(f"workers must be ≥ 1, got {workers}")
+    if workers > 1 and engine_fn is not None:
+        raise InputError("worker processes run registered engines only; pass engine=NAME, not engine_fn")
     function = engine_fn or get_engine(engine)
     if engine_fn is None and engine in _PREPARE:
         _PREPARE[engine]()
@@ -202,44 +287,44 @@ def screen_sublattices(
         current = str(getattr(surrogate_model(), "version", "unknown"))
         stale = {tid for tid, version in store.stored_model_versions(engine).items() if version != current}
         done -= stale
+    todo, seen = [], set()
+    for entry in entries:
+        tid = str(entry.get("template_id"))
+        if tid in done or tid in seen:
+            summary.skipped.append(tid)
+        else:
+            todo.append(entry)
+            seen.add(tid)
+    share = generate_seconds / len(entries) if generate_seconds and entries else None
+
+    def serial() -> Iterator[tuple]:
+        for entry in todo:
+            try:
+                yield (*_compute_entry(function, entry, engine, save_grids, share), None)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one template failing must not stop the screen
+                if stop_on_error:
+                    raise
+                yield None, None, None, _failure(exc)
+
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(entries), desc=f"screen ({engine})", unit="template", file=sys.stderr,
-                   dynamic_ncols=True, leave=True)
+        bar = tqdm(total=len(entries), initial=len(summary.skipped), desc=f"screen ({engine})", unit="template",
+                   file=sys.stderr, dynamic_ncols=True, leave=True)
+    results = serial() if workers == 1 else _worker_results(engine, todo, save_grids, share, workers)
     try:
-        for entry in entries:
+        for entry, (doc, grids, info, reason) in zip(todo, results):
             tid = str(entry.get("template_id"))
-            if tid in done:
-                summary.skipped.append(tid)
-                if bar:
-                    bar.update()
-                continue
-            try:
-                t0 = time.perf_counter()
-                structure = _structure_of(entry)
-                elf, scf_density, info = function(structure)
-                t1 = time.perf_counter()
-                density_source = "scf" if scf_density is not None else "sad"
-                from elf_workflows.templates import score_template
-
-                result = score_template(structure, elf, scf_density, density_source=density_source)
-                t2 = time.perf_counter()
-                doc = TemplateDoc.from_result(
-                    structure, result, engine, template_id=tid, prototype=entry.get("prototype"),
-                    pressure_gpa=entry.get("pressure_gpa"), eos_source=entry.get("eos_source"),
-                    settings=info.get("settings"), model_version=info.get("model_version"),
-                    timings={"elf": round(t1 - t0, 4), "score": round(t2 - t1, 4),
-                             "generate": round(generate_seconds / len(entries), 4) if generate_seconds else None},
-                    grid_shape=np.shape(elf))
-                grids = {}
-                if save_grids:
-                    grids["elf"] = (np.asarray(elf), "")
-                    if scf_density is not None:
-                        grids["density"] = (np.asarray(scf_density), "e/Å³")
+            if reason is not None:
+                if stop_on_error:
+                    raise EngineError(f"{tid}: {reason}")
+                summary.failed[tid] = reason
+                print(f"warning: {tid}: {reason}", file=sys.stderr)
+            else:
                 t3 = time.perf_counter()
-                doc.timings.total = round(t3 - t0, 4)  # ELF + score (the store's own time is in the summary)
                 store.save(doc, grids)
                 summary.store_seconds += time.perf_counter() - t3
                 summary.computed.append(tid)
@@ -247,17 +332,6 @@ def screen_sublattices(
                     summary.refreshed.append(tid)
                 if info.get("extrapolation"):
                     summary.extrapolated.append(tid)
-                done.add(tid)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - one template failing must not stop the screen
-                from elf_workflows.errors import StoreError
-
-                if stop_on_error or isinstance(exc, StoreError):
-                    raise
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                summary.failed[tid] = reason
-                print(f"warning: {tid}: {reason}", file=sys.stderr)
             if bar:
                 bar.update()
     finally:

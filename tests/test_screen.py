@@ -204,3 +204,23 @@ def test_surrogate_documents_of_older_weights_are_recomputed_not_reused(tmp_path
     assert "5 computed (5 of them replacing documents of an older surrogate model), 0 already stored" in new.counts()
     assert store.count() == 5  # replaced, never duplicated
     assert set(store.stored_model_versions("surrogate").values()) == {"surrogate-new"}
+
+
+def test_worker_processes_store_the_same_documents_in_entry_order(tmp_path):
+    """Two spawned workers with the shipped surrogate: the same scores as one process, stored in entry order,
+    a failing template recorded, and engines the workers cannot import refused up front."""
+    from elf_workflows.errors import InputError
+
+    batch = entries()[:3]
+    bad = dict(batch[0], template_id="broken", structure={"not": "a structure"})
+    with TemplateStore.from_spec(tmp_path / "serial") as store:
+        serial = screen_sublattices(batch, store, engine="surrogate", progress=False)
+        expected = {e["template_id"]: store.get(e["template_id"]).score for e in batch}
+    with TemplateStore.from_spec(tmp_path / "pooled") as store:
+        pooled = screen_sublattices(batch + [bad], store, engine="surrogate", progress=False, workers=2)
+        scores = {e["template_id"]: store.get(e["template_id"]).score for e in batch}
+        with pytest.raises(InputError, match="registered engines"):
+            screen_sublattices(batch, store, engine_fn=void_elf, progress=False, workers=2)
+    assert serial.computed == pooled.computed == [e["template_id"] for e in batch]
+    assert list(pooled.failed) == ["broken"]
+    assert scores == pytest.approx(expected, abs=1e-5) and max(expected.values()) > 0  # 1 vs 2 torch threads: rounding

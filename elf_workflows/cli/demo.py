@@ -62,6 +62,8 @@ def demo(
                                        "for the parity plot; 0 skips it."),
     gpaw_settings: str = typer.Option("loose", "--gpaw-settings", help="GPAW preset of the check."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on standard error."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1,
+                                help="Processes computing templates (one thread each); this one stores them."),
 ) -> None:
     """The main job: screen a realistic set with the shipped surrogate, print the ranking, write the report."""
     from elf_workflows.report import dft_check as run_dft_check
@@ -88,7 +90,8 @@ def demo(
     typer.echo(f"demo: {len(els)} elements x {len(protos)} prototypes x {len(press)} pressures with the shipped "
                f"surrogate -> {target.description}", err=True)
     entries = _sublattices(els, protos, press)
-    summary = screen_sublattices(entries, target, engine="surrogate", progress=progress and sys.stderr.isatty())
+    summary = screen_sublattices(entries, target, engine="surrogate", progress=progress and sys.stderr.isatty(),
+                                 workers=workers)
     t_screen = time.perf_counter() - start
     typer.echo(f"screened {summary.total} templates: {summary.counts()}", err=True)
     from elf_workflows.screening import extrapolation_warning

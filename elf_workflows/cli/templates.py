@@ -104,6 +104,8 @@ def screen(
     no_grids: bool = typer.Option(False, "--no-grids", help="Store documents only, not the ELF grids."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on standard error."),
     model: Optional[Path] = typer.Option(None, "--model", help="Surrogate model file (default: the shipped weights)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1,
+                                help="Processes computing templates (one thread each); this one stores them."),
 ) -> None:
     """Generate → SAD → ELF → score → store; skips templates already stored (rerunning never duplicates)."""
     from elf_workflows.errors import EngineError
@@ -119,7 +121,7 @@ def screen(
         use_surrogate_model(surrogate_model(str(model)))
     target = TemplateStore.from_spec(store)
     summary = run_screen(els, protos, press, engine=engine, store=target, binaries=binaries,
-                         save_grids=not no_grids, progress=progress)
+                         save_grids=not no_grids, progress=progress, workers=workers)
     typer.echo(f"screened {summary.total} templates with {engine}: {summary.counts()} -> {target.description}",
                err=True)
     from elf_workflows.screening import extrapolation_warning
