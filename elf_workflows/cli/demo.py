@@ -8,6 +8,7 @@ top templates) as PNG + markdown + HTML.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,8 +63,9 @@ def demo(
                                        "for the parity plot; 0 skips it."),
     gpaw_settings: str = typer.Option("loose", "--gpaw-settings", help="GPAW preset of the check."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on standard error."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1,
-                                help="Processes computing templates (one thread each); this one stores them."),
+    workers: int = typer.Option(min(4, os.cpu_count() or 1), "--workers", "-j", min=1,
+                                help="Processes computing templates (one thread each); this one stores them. "
+                                     "Default: the cores, at most 4."),
 ) -> None:
     """The main job: screen a realistic set with the shipped surrogate, print the ranking, write the report."""
     from elf_workflows.report import dft_check as run_dft_check
