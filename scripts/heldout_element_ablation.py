@@ -14,12 +14,14 @@ Run:  python scripts/heldout_element_ablation.py --steps 8000 --channels 17 Y,Zn
       python scripts/heldout_element_ablation.py --steps 8000 --drop group,row,electronegativity Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --extra log_participation --interstitial-weight 1.5 \
           Y,Zn Sr,Ti Nb,Cs
+      python scripts/heldout_element_ablation.py --steps 8000 --compare-width 256 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --ensemble 2 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --compare-steps 24000 --interstitial-weight 1.5 \
           Y,Zn Sr,Ti Nb,Cs
 (session 4: 17 = without the electrostatic channel; session 5: without the species channels;
 session 6: do more per-voxel steps transfer;
-session 7: ``--ensemble 2``, does the mean of two seeds transfer better than one; ``--extra
+session 7: ``--compare-width 256``, is the per-voxel branch short of capacity;
+``--ensemble 2``, does the mean of two seeds transfer better than one; ``--extra
 log_participation``, a candidate channel computed here, compared at ``--interstitial-weight``;
 docs/surrogate.md has the tables; ~20 min on 2 cores)
 """
@@ -43,12 +45,13 @@ from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig
 from elf_workflows.surrogate.train import _point_as_mlp, pretrain_pointwise
 
 
-def fit(train, channels: list[int], steps: int, weight: float = 0.0, seed: int = 0) -> PeriodicUNet:
+def fit(train, channels: list[int], steps: int, weight: float = 0.0, seed: int = 0,
+        width: int | None = None) -> PeriodicUNet:
     """The per-voxel branch fitted on ``train`` with the given channels (seed 0: the historical runs)."""
     for cell in train:
         cell.features = np.ascontiguousarray(cell.all_features[channels])
     torch.manual_seed(seed)
-    net = PeriodicUNet(UNetConfig(in_channels=len(channels)))
+    net = PeriodicUNet(UNetConfig(in_channels=len(channels), point_channels=width or UNetConfig().point_channels))
     pretrain_pointwise(net, train, steps, np.random.default_rng(1 + seed), interstitial_weight=weight)
     return net
 
@@ -81,10 +84,11 @@ def score(predictions: list[np.ndarray], val) -> dict:
 
 
 def fit_and_score(train, val, channels: list[int], steps: int, weight: float = 0.0,
-                  names: list[str] | None = None) -> dict:
-    net = fit(train, channels, steps, weight)
+                  names: list[str] | None = None, width: int | None = None) -> dict:
+    net = fit(train, channels, steps, weight, width=width)
     names = names or list(FEATURE_NAMES)
     return {"channels": len(channels), "dropped": [n for i, n in enumerate(names) if i not in channels],
+            "point_channels": net.config.point_channels,
             "interstitial_weight": weight, **score(predict(net, val, channels), val)}
 
 
@@ -113,6 +117,9 @@ def main() -> None:
                         help="compare --steps with this many steps instead (all channels, --interstitial-weight in both)")
     parser.add_argument("--ensemble", type=int, default=0,
                         help="instead: fit this many seeds (all channels, --interstitial-weight) and score their mean ELF")
+    parser.add_argument("--compare-width", type=int, default=0,
+                        help="instead: the per-voxel branch at its default width vs this width (all channels, "
+                             "--interstitial-weight in both)")
     parser.add_argument("--extra", default=None, choices=sorted(EXTRA_CHANNELS),
                         help="append this candidate channel (computed here) and compare all channels without and with it")
     parser.add_argument("--threads", type=int, default=2)
@@ -143,6 +150,7 @@ def main() -> None:
     else:
         reduced = every[:args.channels]
     compared = (f"{args.ensemble} seeds and their mean" if args.ensemble else
+                f"per-voxel width {UNetConfig().point_channels} vs {args.compare_width}" if args.compare_width else
                 f"{args.steps} vs {args.compare_steps} steps" if args.compare_steps else
                 f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0 and not args.extra
                 else f"{len(reduced)} channels (without {', '.join(names[i] for i in every if i not in reduced)})"
@@ -155,6 +163,12 @@ def main() -> None:
             for row in ensemble_rows(train, val, args.steps, args.interstitial_weight, args.ensemble):
                 print(json.dumps({"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val),
                                   "steps": args.steps, **row}), flush=True)
+            continue
+        if args.compare_width:
+            for width in (None, args.compare_width):
+                row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": args.steps,
+                       **fit_and_score(train, val, every, args.steps, args.interstitial_weight, names, width)}
+                print(json.dumps(row), flush=True)
             continue
         if args.compare_steps:
             variants = [(every, args.interstitial_weight, steps) for steps in (args.steps, args.compare_steps)]
