@@ -215,32 +215,15 @@ def _compute_in_worker(engine: str, entry: dict, save_grids: bool, generate_shar
 def _worker_results(engine: str, entries: list[dict], save_grids: bool, generate_share: float | None,
                     workers: int) -> Iterator[tuple]:
     """:func:`_compute_in_worker` over ``entries`` in ``workers`` spawned processes, results in entry order."""
-    import multiprocessing as mp
-    import os
-    from concurrent.futures import ProcessPoolExecutor
+    from elf_workflows.parallel import single_threaded_pool
 
     model = _MODEL_CACHE.get("")
     path = getattr(model, "path", None) if engine == "surrogate" else None
     model_path = path if path and not str(path).startswith("package:") else None
-    # each worker single-threaded: set before spawning, so BLAS pools start with one thread
-    saved = {key: os.environ.get(key) for key in _THREAD_VARIABLES}
-    os.environ.update({key: "1" for key in _THREAD_VARIABLES})
-    try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_worker,
-                                 initargs=(model_path,)) as pool:
-            futures = [pool.submit(_compute_in_worker, engine, entry, save_grids, generate_share) for entry in entries]
-            for future in futures:
-                yield future.result()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-#: environment variables that size the BLAS/OpenMP thread pools of a worker process
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    with single_threaded_pool(workers, _start_worker, (model_path,)) as pool:
+        futures = [pool.submit(_compute_in_worker, engine, entry, save_grids, generate_share) for entry in entries]
+        for future in futures:
+            yield future.result()
 
 
 def screen_sublattices(

@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +24,7 @@ from pymatgen.core import Structure
 
 from elf_workflows.dataset.format import DatasetWriter, record_id
 from elf_workflows.errors import InputError
+from elf_workflows.parallel import one_thread_environment, spawn_pool
 
 #: metadata keys of an input document copied into its record
 KEEP_KEYS = ("split", "source", "prototype", "v_ratio", "pressure_gpa", "template_id", "distorted")
@@ -194,10 +195,8 @@ def build_dataset(
 
 
 def _worker_init(parent: int) -> None:
-    """Worker start-up: single-threaded maths, and exit as soon as the parent build dies (killed)."""
+    """Worker start-up: exit as soon as the parent build dies (killed)."""
     import threading
-
-    os.environ["OMP_NUM_THREADS"] = "1"
 
     def watch() -> None:
         while True:
@@ -209,14 +208,19 @@ def _worker_init(parent: int) -> None:
 
 
 def _run_pool(tasks, workers: int, store) -> None:
-    """Keep ``2 * workers`` tasks in flight; a dead worker fails its tasks and the pool restarts."""
-    import multiprocessing as mp
+    """Keep ``2 * workers`` tasks in flight; a dead worker fails its tasks and the pool restarts.
 
+    The workers are spawned single-threaded (:mod:`elf_workflows.parallel`): GPAW's BLAS reads the
+    thread variables when the worker imports numpy, before :func:`_worker_init` runs.
+    """
+    with one_thread_environment():
+        _run_pools(tasks, workers, store)
+
+
+def _run_pools(tasks, workers: int, store) -> None:
     queue = list(reversed(tasks))
     while queue:
-        ctx = mp.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(os.getpid(),))
+        pool = spawn_pool(workers, _worker_init, (os.getpid(),))
         running: dict[Future, tuple[dict, dict]] = {}
         broken = False
         try:

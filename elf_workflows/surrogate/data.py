@@ -16,7 +16,6 @@ margin of ``P // 4`` voxels at both ends of that axis (:attr:`Patch.core`).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,11 +131,6 @@ def _prepare_record(dataset, record_id: str, spacing: float, multiple: int, max_
 _WORKER_DATASET: list = []  # the dataset a pool worker opened (see _open_in_worker)
 
 
-#: environment of the pool's worker processes: one BLAS/OpenMP thread each (the workers are the
-#: parallelism; a spawned worker reads these when it imports numpy, before any initializer runs)
-_ONE_THREAD = {var: "1" for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
 def _open_in_worker(path: str) -> None:
     """Process-pool initializer: open the dataset once per worker, one torch thread."""
     import torch
@@ -168,23 +162,11 @@ def load_cells(dataset, records: list[dict], spacing: float, multiple: int, max_
     """
     jobs = [(rec["id"], spacing, multiple, max_voxels) for rec in records]
     if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from elf_workflows.parallel import single_threaded_pool
 
-        context = mp.get_context("spawn")  # no fork of a process whose torch/OpenMP threads already run
-        saved = {var: os.environ.get(var) for var in _ONE_THREAD}
-        os.environ.update(_ONE_THREAD)
-        try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_open_in_worker,
-                                     initargs=(str(dataset.path),)) as pool:
-                chunks = max(1, len(jobs) // (8 * workers))
-                results = list(_in_order(pool.map(_prepare_in_worker, jobs, chunksize=chunks), records, progress))
-        finally:
-            for var, value in saved.items():
-                if value is None:
-                    os.environ.pop(var, None)
-                else:
-                    os.environ[var] = value
+        with single_threaded_pool(workers, _open_in_worker, (str(dataset.path),)) as pool:
+            chunks = max(1, len(jobs) // (8 * workers))
+            results = list(_in_order(pool.map(_prepare_in_worker, jobs, chunksize=chunks), records, progress))
     else:
         results = _in_order((_prepare_record(dataset, *job) for job in jobs), records, progress)
     return [cell for cell in results if cell is not None]
