@@ -3,17 +3,24 @@
 The cells are prepared once (``--workers`` processes), then each candidate trains for an equal
 share of what is left (``train(..., prepared=...)``, ``TrainConfig.max_minutes``), starting from
 ``--init`` (:func:`elf_workflows.surrogate.train.init_from`: all weights where the architecture
-matches, else the pointwise branch with the new U-Net's correction at zero). Each candidate's best
+matches, else the pointwise branch with the new U-Net's correction at zero; a candidate as wide as
+``--init`` also starts its U-Net fresh unless ``--keep-unet``). Each candidate's best
 weights (validation MAE) and metrics are copied to ``--out`` as soon as it finishes; the log goes
 there as it is written. Last, the forward pass of every candidate is timed on the validation cells.
 
 The choice between candidates is made on the validation MAE alone (docs/surrogate.md states the
 rule); the test split is never read here.
 
-Example (the session-6 GPU run, one H100)::
+Example (the session-6 GPU run, one H100; its 8-wide candidate continued the shipped U-Net, what ``--keep-unet`` asks for now)::
 
     python scripts/train_unet_candidates.py --data data/reference --init elf_workflows/data/surrogate.pt \\
         --out $OUT --device cuda --workers 15 --minutes 8.5 --candidates 8,16
+
+A CPU dry run of the whole script (session 7, 2 cores: see docs/surrogate.md)::
+
+    python scripts/train_unet_candidates.py --data data/reference --init elf_workflows/data/surrogate.pt \\
+        --out /tmp/dry --device cpu --workers 1 --minutes 4 --candidates 8,16 --max-train-cells 40 \\
+        --patches-per-epoch 16
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--reserve", type=float, default=45.0, help="seconds kept for timing and copying at the end")
     ap.add_argument("--max-train-cells", type=int, default=0, help="use only this many training cells (dry runs)")
+    ap.add_argument("--keep-unet", action="store_true",
+                    help="a candidate as wide as --init continues its U-Net (default: every candidate's U-Net starts "
+                         "fresh, with the session-6 signal-propagation fix, on the frozen per-voxel branch)")
     args = ap.parse_args(argv)
 
     import torch
@@ -67,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"init {args.init}: {start.version}, {start.config}")
     common = dict(epochs=10_000, patch_size=32, patches_per_epoch=args.patches_per_epoch, batch_size=8, lr=args.lr,
                   pool=1, pretrain_steps=0, seed=1, threads=4, device=args.device, val_every=args.val_every,
-                  val_max_cells=150, init=str(args.init), freeze_pointwise=True, workers=args.workers)
+                  val_max_cells=150, init=str(args.init), fresh_unet=not args.keep_unet, freeze_pointwise=True,
+                  workers=args.workers)
     if args.max_train_cells:  # a dry run: the first N training records only
         import elf_workflows.surrogate.train as train_module
 
