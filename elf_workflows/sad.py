@@ -254,6 +254,9 @@ def aliased_spectra(structure: Structure, shape: Shape, kinds: tuple[str, ...], 
         for n_half, n, n_fine, ms in zip(half, shape, fine, block):
             index = np.concatenate([np.arange(n_half) + n * m for m in ms])  # fine FFT index, then its frequency
             hkl.append(np.where(index >= (n_fine + 1) // 2, index - n_fine, index).astype(float))
+        if all(len(ms) == 1 for ms in block):  # one alias: nothing to fold, add in place (big grids)
+            _add_species_spectra(spectra, structure, tuple(hkl), functions, limit, gradient_of)
+            continue
         size = tuple(len(h) for h in hkl)
         part = {key: np.zeros(value.shape[:-3] + size, dtype=np.complex128) for key, value in spectra.items()}
         _add_species_spectra(part, structure, tuple(hkl), functions, limit, gradient_of)

@@ -224,26 +224,26 @@ def _permuted_image(field: np.ndarray, signs: np.ndarray, shifts: np.ndarray) ->
 def symmetrize(field: np.ndarray, structure_or_group, symprec: float = 1e-3) -> np.ndarray:
     """Average a periodic field over every space-group operator that maps its grid onto itself.
 
-    Axis-permuting operators are flips and rolls summed per permutation before one transpose each
-    (six at most); operators that mix axes are gathered voxel by voxel.
+    Axis-permuting operators are flips and rolls summed per permutation (one running sum at a time)
+    before one transpose each (six at most); operators that mix axes are gathered voxel by voxel.
     """
     group = _as_space_group(structure_or_group, symprec)
     field = np.asarray(field)
     maps = grid_maps(group, field.shape)
     out = np.zeros(field.shape, dtype=np.result_type(field.dtype, np.float64))
-    by_permutation: dict[tuple[int, ...], np.ndarray] = {}
-    for row, op in enumerate(maps.ops):
+    summed, current = None, None  # one permutation's running sum at a time (big grids hold two arrays, not seven)
+    for row in sorted(range(len(maps.ops)), key=lambda r: tuple(maps.source[r])):
         source = tuple(int(a) for a in maps.source[row])
         if source[0] < 0:
-            out += field.ravel()[group.flat_voxel_images(field.shape, int(op))]
+            out += field.ravel()[group.flat_voxel_images(field.shape, int(maps.ops[row]))]
             continue
-        moved = _permuted_image(field, maps.signs[row], maps.shifts[row])
-        if source in by_permutation:
-            by_permutation[source] += moved
-        else:
-            by_permutation[source] = moved.astype(out.dtype)
-    for source, summed in by_permutation.items():
-        out += np.transpose(summed, np.argsort(source))
+        if source != current:
+            if summed is not None:
+                out += np.transpose(summed, np.argsort(current))
+            summed, current = np.zeros(field.shape, dtype=out.dtype), source
+        summed += _permuted_image(field, maps.signs[row], maps.shifts[row])
+    if summed is not None:
+        out += np.transpose(summed, np.argsort(current))
     return out / len(maps.ops)
 
 

@@ -304,11 +304,14 @@ def test_pointwise_branch_in_slabs_equals_whole():
 
 
 def test_inference_convolutions_equal_the_autograd_ones():
-    """The oneDNN call used at CPU inference gives the module's circular convolution (non-cubic grid)."""
+    """The oneDNN call used at CPU inference, with the input standardisation folded into the first
+    convolution, gives the module's circular convolutions (non-cubic grid, non-trivial statistics)."""
     from elf_workflows.surrogate.model import _onednn_inference, circular_conv
 
     torch.manual_seed(0)
     net = PeriodicUNet(UNetConfig(base_channels=4, levels=2, point_channels=8))
+    rng = np.random.default_rng(3)  # standardisation folded into the first convolution at inference
+    net.set_input_statistics(rng.normal(size=N_FEATURES), rng.uniform(0.2, 3.0, size=N_FEATURES))
     x = torch.randn(1, N_FEATURES, 8, 6, 10)
     with torch.enable_grad():
         reference = net.logits(x).detach()

@@ -100,24 +100,35 @@ def _onednn_inference(x: torch.Tensor) -> bool:
             and hasattr(torch, "mkldnn_convolution"))
 
 
-def circular_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+def circular_conv(conv: nn.Conv3d, x: torch.Tensor, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
     """``conv(x)`` for a stride-1 Conv3d with circular padding, the same numbers to float rounding.
 
     At CPU inference it pads and calls oneDNN itself: PyTorch's dispatch sends one small 3D input
     (batch 1, few channels) to its native im2col kernel, which is 1.4–2.3× slower here on the
     shipped U-Net (docs/surrogate.md, speed). Training batches and other devices take ``conv``.
+    ``weight``/``bias``: used instead of the module's (the standardisation folded into the first
+    convolution, :meth:`PeriodicUNet.unet_features`).
     """
-    if not _onednn_inference(x) or conv.kernel_size == (1, 1, 1):
+    if weight is None and (conv.kernel_size == (1, 1, 1) or not _onednn_inference(x)):
         return conv(x)
+    weight = conv.weight if weight is None else weight
+    bias = conv.bias if bias is None else bias
     pad = [p for size in reversed(conv.kernel_size) for p in (size // 2, size // 2)]
-    return torch.mkldnn_convolution(nn.functional.pad(x, pad, mode="circular"), conv.weight, conv.bias,
-                                    (0, 0, 0), conv.stride, conv.dilation, conv.groups)
+    padded = nn.functional.pad(x, pad, mode="circular")
+    if _onednn_inference(x):
+        return torch.mkldnn_convolution(padded, weight, bias, (0, 0, 0), conv.stride, conv.dilation, conv.groups)
+    return nn.functional.conv3d(padded, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
 
 
-def run_block(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """A :func:`_block` applied to ``x``, its convolutions through :func:`circular_conv`."""
-    for layer in block:
-        x = circular_conv(layer, x) if isinstance(layer, nn.Conv3d) else layer(x)
+def run_block(block: nn.Sequential, x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """A :func:`_block` applied to ``x``, its convolutions through :func:`circular_conv` (``first``: the
+    first convolution's weight and bias instead of its own)."""
+    for i, layer in enumerate(block):
+        if isinstance(layer, nn.Conv3d):
+            x = circular_conv(layer, x, *(first if first is not None and i == 0 else (None, None)))
+        else:
+            x = layer(x)
     return x
 
 
@@ -176,15 +187,33 @@ class PeriodicUNet(nn.Module):
         inputs = x
         if any(s % m for s in x.shape[2:]):
             raise ValueError(f"grid {tuple(x.shape[2:])} is not a multiple of {m} along every axis")
-        x = (x - self.input_shift[:, None, None, None]) / self.input_scale[:, None, None, None]
-        out = self.head(self.unet_features(x))
+        if torch.is_grad_enabled():
+            x = (x - self.input_shift[:, None, None, None]) / self.input_scale[:, None, None, None]
+            out = self.head(self.unet_features(x))
+        else:  # inference: no standardised copy of the input (a 128³ tile's is 0.18 GB)
+            out = self.head(self.unet_features(x, raw=True))
         return out + self.pointwise(inputs) if self.point is not None else out
 
-    def unet_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The U-Net's last decoder output ``(B, base_channels, ...)`` for standardised input ``x``: what the head reads."""
+    def _standardising_first_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first convolution's (weight, bias) acting on raw input as it acts on standardised input.
+
+        conv((x − μ)/σ) = conv'(x) with W' = W/σ and b' = b − Σ W μ/σ (sum over input channels and the
+        kernel): exact, because circular padding pads with the field itself (never with zeros).
+        """
+        conv = self.down[0][0]
+        scale = self.input_scale[None, :, None, None, None]
+        shift = self.input_shift[None, :, None, None, None]
+        return conv.weight / scale, conv.bias - (conv.weight * shift / scale).sum(dim=(1, 2, 3, 4))
+
+    def unet_features(self, x: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """The U-Net's last decoder output ``(B, base_channels, ...)`` for standardised input ``x``: what the head reads.
+
+        ``raw``: ``x`` is the raw input, standardised inside the first convolution (:meth:`_standardising_first_conv`).
+        """
         skips = []
+        first = self._standardising_first_conv() if raw else None
         for i, block in enumerate(self.down):
-            x = run_block(block, x)
+            x = run_block(block, x, first if i == 0 else None)
             if i < len(self.down) - 1:
                 skips.append(x)
                 x = self.pool(x)
