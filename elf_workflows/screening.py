@@ -222,8 +222,12 @@ def _worker_results(engine: str, entries: list[dict], save_grids: bool, generate
     model_path = path if path and not str(path).startswith("package:") else None
     with single_threaded_pool(workers, _start_worker, (model_path,)) as pool:
         futures = [pool.submit(_compute_in_worker, engine, entry, save_grids, generate_share) for entry in entries]
-        for future in futures:
-            yield future.result()
+        try:
+            for future in futures:
+                yield future.result()
+        finally:  # the parent stopped early (a store error, Ctrl-C): templates not yet started are dropped
+            for future in futures:
+                future.cancel()
 
 
 def screen_sublattices(

@@ -57,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from elf_workflows.surrogate.infer import load_model
-    from elf_workflows.surrogate.model import UNetConfig
     from elf_workflows.surrogate.train import TrainConfig, prepare_training_data, train
 
     out = Path(args.out)

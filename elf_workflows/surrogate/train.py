@@ -414,7 +414,6 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     # the training cells live on the training device (on CPU without a copy): patches are cut there
     cells = [replace(cell, features=torch.as_tensor(cell.features, device=cfg.device),
                      target=torch.as_tensor(cell.target, device=cfg.device)) for cell in cells]
-    t_loop = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         if epoch >= n_epochs[0]:
             break
