@@ -164,15 +164,13 @@ class GridMaps:
 
     Attributes:
         ops: indices of the compatible operators in the group.
-        scaled: ``S_ba = W_ba N_b / N_a`` per operator, ``(n, 3, 3)`` integers.
         shifts: ``t = w N`` per operator, ``(n, 3)`` integers.
         source: for operators that permute and flip axes (j_b = σ_b i_{a_b} + t_b), a_b per row;
-            −1 in the first entry for operators that mix axes.
+            −1 throughout for operators that mix axes.
         signs: σ_b per row (0 where ``source`` is −1).
     """
 
     ops: np.ndarray
-    scaled: np.ndarray
     shifts: np.ndarray
     source: np.ndarray
     signs: np.ndarray
@@ -184,13 +182,13 @@ def grid_maps(group: SpaceGroup, shape: Shape) -> GridMaps:
     if key not in group._cache:
         ops = np.nonzero(group.is_grid_compatible(shape))[0]
         n = np.asarray(shape)
-        scaled = np.round(group.rotations[ops] * (n[None, :, None] / n[None, None, :])).astype(np.int64)
+        scaled = np.round(group.rotations[ops] * (n[None, :, None] / n[None, None, :])).astype(np.int64)  # S_ba
         shifts = np.round(group.translations[ops] * n).astype(np.int64)
         nonzero = np.abs(scaled)
         permutes = np.all(nonzero.sum(1) == 1, axis=1) & np.all(nonzero.sum(2) == 1, axis=1)
         source = np.where(permutes[:, None], nonzero.argmax(2), -1)
         signs = np.where(permutes[:, None], np.take_along_axis(scaled, nonzero.argmax(2)[..., None], 2)[..., 0], 0)
-        group._cache[key] = GridMaps(ops, scaled, shifts, source, signs)
+        group._cache[key] = GridMaps(ops, shifts, source, signs)
     return group._cache[key]
 
 
