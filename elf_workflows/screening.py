@@ -217,9 +217,12 @@ def _worker_results(engine: str, entries: list[dict], save_grids: bool, generate
     """:func:`_compute_in_worker` over ``entries`` in ``workers`` spawned processes, results in entry order."""
     from elf_workflows.parallel import single_threaded_pool
 
-    model = _MODEL_CACHE.get("")
-    path = getattr(model, "path", None) if engine == "surrogate" else None
-    model_path = path if path and not str(path).startswith("package:") else None
+    model_path = None  # workers load the shipped weights themselves
+    if engine == "surrogate":
+        from elf_workflows.surrogate.infer import SHIPPED_SOURCE
+
+        path = getattr(_MODEL_CACHE.get(""), "path", None)
+        model_path = path if path != SHIPPED_SOURCE else None
     with single_threaded_pool(workers, _start_worker, (model_path,)) as pool:
         futures = [pool.submit(_compute_in_worker, engine, entry, save_grids, generate_share) for entry in entries]
         try:

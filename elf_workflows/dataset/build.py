@@ -188,7 +188,8 @@ def build_dataset(
             for base, payload in tasks:
                 store(base, _compute(payload))
         else:
-            _run_pool(tasks, workers, store)
+            with one_thread_environment():
+                _run_pool(tasks, workers, store)
     finally:
         bar.close()
     return counts
@@ -210,14 +211,9 @@ def _worker_init(parent: int) -> None:
 def _run_pool(tasks, workers: int, store) -> None:
     """Keep ``2 * workers`` tasks in flight; a dead worker fails its tasks and the pool restarts.
 
-    The workers are spawned single-threaded (:mod:`elf_workflows.parallel`): GPAW's BLAS reads the
-    thread variables when the worker imports numpy, before :func:`_worker_init` runs.
+    Call it inside :func:`elf_workflows.parallel.one_thread_environment`: GPAW's BLAS reads the
+    thread variables when a spawned worker imports numpy, before :func:`_worker_init` runs.
     """
-    with one_thread_environment():
-        _run_pools(tasks, workers, store)
-
-
-def _run_pools(tasks, workers: int, store) -> None:
     queue = list(reversed(tasks))
     while queue:
         pool = spawn_pool(workers, _worker_init, (os.getpid(),))

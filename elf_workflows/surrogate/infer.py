@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 FORMAT = "elf-workflows-surrogate/1"
 SHIPPED_WEIGHTS = "surrogate.pt"
 SHIPPED_METADATA = "surrogate.json"
+#: the ``path`` of the shipped weights once loaded (a package resource, not a file to pass around)
+SHIPPED_SOURCE = "package:elf_workflows/data/surrogate.pt"
 
 
 @dataclass
@@ -128,7 +130,7 @@ def _load_shipped() -> SurrogateModel:
                           "(elf-workflows train) and pass --model")
     with ref.open("rb") as fh:
         payload = torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=True)
-    return _from_payload(payload, "package:elf_workflows/data/surrogate.pt")
+    return _from_payload(payload, SHIPPED_SOURCE)
 
 
 def native_grid(structure: Structure, spacing: float, multiple: int, symprec: float = 1e-3,
