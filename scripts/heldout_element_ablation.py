@@ -16,6 +16,8 @@ Run:  python scripts/heldout_element_ablation.py --steps 8000 --channels 17 Y,Zn
           Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --compare-width 256 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --ensemble 2 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
+      python scripts/heldout_element_ablation.py --steps 8000 --compare-cell-weight 0.5,1 --interstitial-weight 1.5 \
+          Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --compare-steps 24000 --interstitial-weight 1.5 \
           Y,Zn Sr,Ti Nb,Cs
 (session 4: 17 = without the electrostatic channel; session 5: without the species channels;
@@ -23,6 +25,7 @@ session 6: do more per-voxel steps transfer;
 session 7: ``--compare-width 256``, is the per-voxel branch short of capacity;
 ``--ensemble 2``, does the mean of two seeds transfer better than one; ``--extra
 log_participation``, a candidate channel computed here, compared at ``--interstitial-weight``;
+session 8: ``--compare-cell-weight``, do voxels drawn as ``evaluate`` pools them transfer better;
 docs/surrogate.md has the tables; ~20 min on 2 cores)
 """
 
@@ -36,23 +39,33 @@ import numpy as np
 import torch
 
 from elf_workflows.surrogate.data import dataset_path, holdout_fraction, load_cells
+from elf_workflows.surrogate.domain import compression_ratio
 from elf_workflows.surrogate.evaluate import local_maxima
 from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES, log_participation
+from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig
+from elf_workflows.surrogate.train import pointwise_elf, pretrain_pointwise
+
+
+def log_compression(structure, shape: tuple[int, int, int]) -> np.ndarray:
+    """ln(V/V0) of the cell (:func:`elf_workflows.surrogate.domain.compression_ratio`) on every voxel:
+    how compressed the cell is relative to its elements' ambient volumes, which the densities alone
+    convey only through each element's own scale."""
+    return np.full(shape, np.log(compression_ratio(structure)), dtype=np.float32)
+
 
 #: candidate channels not (yet) in the model, by name: structure, native grid shape → (nx, ny, nz)
-EXTRA_CHANNELS = {"log_participation": log_participation}
-from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig
-from elf_workflows.surrogate.train import _point_as_mlp, pretrain_pointwise
+EXTRA_CHANNELS = {"log_participation": log_participation, "log_compression": log_compression}
 
 
 def fit(train, channels: list[int], steps: int, weight: float = 0.0, seed: int = 0,
-        width: int | None = None) -> PeriodicUNet:
+        width: int | None = None, cell_power: float = 0.0) -> PeriodicUNet:
     """The per-voxel branch fitted on ``train`` with the given channels (seed 0: the historical runs)."""
     for cell in train:
         cell.features = np.ascontiguousarray(cell.all_features[channels])
     torch.manual_seed(seed)
     net = PeriodicUNet(UNetConfig(in_channels=len(channels), point_channels=width or UNetConfig().point_channels))
-    pretrain_pointwise(net, train, steps, np.random.default_rng(1 + seed), interstitial_weight=weight)
+    pretrain_pointwise(net, train, steps, np.random.default_rng(1 + seed), interstitial_weight=weight,
+                       cell_weight_power=cell_power)
     return net
 
 
@@ -62,21 +75,26 @@ def predict(net: PeriodicUNet, cells, channels: list[int]) -> list[np.ndarray]:
     with torch.no_grad():
         for cell in cells:
             x = torch.from_numpy(np.ascontiguousarray(cell.all_features[channels]).reshape(len(channels), -1).T)
-            out.append(torch.sigmoid(net.head.bias + _point_as_mlp(net.point, x)[:, 0]).numpy().reshape(cell.target.shape))
+            out.append(pointwise_elf(net, x).numpy().reshape(cell.target.shape))
     return out
 
 
 def score(predictions: list[np.ndarray], val) -> dict:
-    """Voxel MAE, MAE/R² at the DFT maxima, MAE and bias at the interstitial maxima."""
-    errors, at_max, voids = [], [], []
+    """Voxel MAE (mean over cells; pooled over voxels as ``evaluate`` does; mean over the cells below
+    V/V0 = 0.45), MAE/R² at the DFT maxima, MAE and bias at the interstitial maxima."""
+    errors, sums, at_max, voids = [], [], [], []
     for pred, cell in zip(predictions, val):
         errors.append(np.abs(pred - cell.target).mean())
+        sums.append(np.abs(pred - cell.target).sum())
         at_max.append(np.stack([cell.target[cell.maxima], pred[cell.maxima]], 1))
         void = cell.maxima & cell.interstitial
         voids.append(np.stack([cell.target[void], pred[void]], 1))
     v, w = np.concatenate(at_max), np.concatenate(voids)
     residual = ((v[:, 1] - v[:, 0]) ** 2).sum()
+    compressed = [e for e, cell in zip(errors, val) if cell.v_ratio < 0.45]
     return {"voxel_mae": round(float(np.mean(errors)), 4),
+            "voxel_mae_pooled": round(float(np.sum(sums) / sum(cell.target.size for cell in val)), 4),
+            "voxel_mae_compressed": round(float(np.mean(compressed)), 4) if compressed else None,
             "void_maxima_mae": round(float(np.abs(w[:, 1] - w[:, 0]).mean()), 4),
             "void_maxima_bias": round(float((w[:, 1] - w[:, 0]).mean()), 4),
             "maxima_mae": round(float(np.abs(v[:, 1] - v[:, 0]).mean()), 4),
@@ -84,11 +102,11 @@ def score(predictions: list[np.ndarray], val) -> dict:
 
 
 def fit_and_score(train, val, channels: list[int], steps: int, weight: float = 0.0,
-                  names: list[str] | None = None, width: int | None = None) -> dict:
-    net = fit(train, channels, steps, weight, width=width)
+                  names: list[str] | None = None, width: int | None = None, cell_power: float = 0.0) -> dict:
+    net = fit(train, channels, steps, weight, width=width, cell_power=cell_power)
     names = names or list(FEATURE_NAMES)
     return {"channels": len(channels), "dropped": [n for i, n in enumerate(names) if i not in channels],
-            "point_channels": net.config.point_channels,
+            "point_channels": net.config.point_channels, "cell_weight_power": cell_power,
             "interstitial_weight": weight, **score(predict(net, val, channels), val)}
 
 
@@ -120,6 +138,9 @@ def main() -> None:
     parser.add_argument("--compare-width", type=int, default=0,
                         help="instead: the per-voxel branch at its default width vs this width (all channels, "
                              "--interstitial-weight in both)")
+    parser.add_argument("--compare-cell-weight", default=None,
+                        help="instead: cells drawn uniformly vs with probability ∝ voxels^POWER, for each "
+                             "comma-separated POWER (all channels, --interstitial-weight in all)")
     parser.add_argument("--extra", default=None, choices=sorted(EXTRA_CHANNELS),
                         help="append this candidate channel (computed here) and compare all channels without and with it")
     parser.add_argument("--threads", type=int, default=2)
@@ -150,6 +171,7 @@ def main() -> None:
     else:
         reduced = every[:args.channels]
     compared = (f"{args.ensemble} seeds and their mean" if args.ensemble else
+                f"cell weight power 0 vs {args.compare_cell_weight}" if args.compare_cell_weight else
                 f"per-voxel width {UNetConfig().point_channels} vs {args.compare_width}" if args.compare_width else
                 f"{args.steps} vs {args.compare_steps} steps" if args.compare_steps else
                 f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0 and not args.extra
@@ -168,6 +190,12 @@ def main() -> None:
             for width in (None, args.compare_width):
                 row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": args.steps,
                        **fit_and_score(train, val, every, args.steps, args.interstitial_weight, names, width)}
+                print(json.dumps(row), flush=True)
+            continue
+        if args.compare_cell_weight:
+            for power in [0.0, *map(float, args.compare_cell_weight.split(","))]:
+                row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": args.steps,
+                       **fit_and_score(train, val, every, args.steps, args.interstitial_weight, names, cell_power=power)}
                 print(json.dumps(row), flush=True)
             continue
         if args.compare_steps:

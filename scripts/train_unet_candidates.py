@@ -77,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(epochs=10_000, patch_size=32, patches_per_epoch=args.patches_per_epoch, batch_size=8, lr=args.lr,
                   pool=1, pretrain_steps=0, seed=1, threads=4, device=args.device, val_every=args.val_every,
                   val_max_cells=150, init=str(args.init), fresh_unet=not args.keep_unet, freeze_pointwise=True,
-                  workers=args.workers)
-    if args.max_train_cells:  # a dry run: the first N training records only
-        import elf_workflows.surrogate.train as train_module
-
-        split = train_module.split_records
-        train_module.split_records = lambda *a, **k: (lambda tv: (tv[0][:args.max_train_cells], tv[1]))(split(*a, **k))
+                  workers=args.workers, max_train_cells=args.max_train_cells or None)
     t0 = time.perf_counter()
     prepared = prepare_training_data(args.data, TrainConfig(model=base, **common))
     log(f"{len(prepared.cells)} training, {len(prepared.val_cells)} validation cells prepared in "

@@ -296,6 +296,20 @@ def test_interstitial_weighted_l1():
     assert float(interstitial_weighted_l1(pred, target, inter, 4.0)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_draw_cells_by_voxel_count():
+    from elf_workflows.surrogate.train import draw_cells
+
+    sizes = np.array([1000, 8000, 27000])  # 10³, 20³, 30³ voxels
+    # power 0: exactly the historical uniform draws
+    assert np.array_equal(draw_cells(np.random.default_rng(3), sizes, 50), np.random.default_rng(3).integers(3, size=50))
+    n = 200_000
+    for power, weights in ((0.0, np.ones(3)), (0.5, np.sqrt(sizes)), (1.0, sizes)):
+        freq = np.bincount(draw_cells(np.random.default_rng(0), sizes, n, power), minlength=3) / n
+        expected = weights / weights.sum()
+        # binomial standard error ≤ 0.0011 at n = 2·10⁵: 5σ
+        assert np.abs(freq - expected).max() < 0.0056, (power, freq, expected)
+
+
 def test_cells_prepared_in_worker_processes_equal_the_serial_ones(trained):
     from elf_workflows.surrogate.data import load_cells
 
@@ -310,6 +324,20 @@ def test_cells_prepared_in_worker_processes_equal_the_serial_ones(trained):
         np.testing.assert_array_equal(a.features, b.features)
         np.testing.assert_array_equal(a.target, b.target)
         np.testing.assert_array_equal(a.interstitial, b.interstitial)
+
+
+def test_max_train_cells_keeps_the_first_training_records(trained):
+    from dataclasses import replace
+
+    from elf_workflows.surrogate.data import split_records
+    from elf_workflows.surrogate.train import prepare_training_data
+
+    data, _, cfg, _ = trained
+    train_recs, _ = split_records(ReferenceDataset(data), cfg.val_fraction, cfg.val_elements)
+    assert len(train_recs) > 2
+    prepared = prepare_training_data(data, replace(cfg, max_train_cells=2))
+    assert [c.id for c in prepared.cells] == [r["id"] for r in train_recs[:2]]
+    assert len(prepare_training_data(data, cfg).cells) == len(train_recs)
 
 
 def test_init_from_a_narrower_unet_starts_at_its_pointwise_prediction(trained):

@@ -115,6 +115,9 @@ def train(
     interstitial_weight: float = typer.Option(0.0, "--interstitial-weight", min=0.0,
                                               help="Pre-training loss weight 1 + W·ELF on voxels outside the atomic "
                                               "cores (0: plain L1); raises the void maxima that scores use."),
+    cell_weight_power: float = typer.Option(0.0, "--cell-weight-power", min=0.0, max=1.0,
+                                            help="Pre-training draws cells with probability ∝ voxels^P (0: every "
+                                            "cell alike; 1: every voxel alike, as evaluate pools them)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train the surrogate on periodic patches (origin jitter, symmetry pooling, VOX+HIST+GRAD loss)."""
@@ -130,7 +133,7 @@ def train(
                       val_every=val_every, val_max_cells=val_max_cells, init=str(init) if init else None,
                       freeze_pointwise=freeze_pointwise,
                       val_elements=[e.strip() for e in val_elements.split(",") if e.strip()],
-                      interstitial_weight=interstitial_weight, workers=workers, max_minutes=max_minutes,
+                      interstitial_weight=interstitial_weight, cell_weight_power=cell_weight_power, workers=workers, max_minutes=max_minutes,
                       fresh_unet=fresh_unet,
                       model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing,
                                        point_channels=point_channels).to_dict())

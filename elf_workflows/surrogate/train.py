@@ -48,7 +48,9 @@ from elf_workflows.surrogate.symmetry_pool import rotate_patch, unrotate_patch
 class TrainConfig:
     """Hyper-parameters of a training run (all recorded in the model metadata).
 
-    The defaults are the recipe of the shipped weights (docs/surrogate.md), except ``epochs``.
+    The shipped weights' command (docs/surrogate.md) sets ``epochs``, ``seed``, ``threads``,
+    ``interstitial_weight``, ``cell_weight_power``, ``workers`` and the U-Net's ``base_channels`` itself;
+    the other defaults are its recipe.
     """
 
     epochs: int = 40
@@ -66,12 +68,14 @@ class TrainConfig:
     val_fraction: float = 0.15
     val_elements: list[str] = field(default_factory=list)
     interstitial_weight: float = 0.0
+    cell_weight_power: float = 0.0
     init: str | None = None
     fresh_unet: bool = False
     freeze_pointwise: bool = True
     val_every: int = 5
     val_max_cells: int = 150
     max_cell_voxels: int = 80**3
+    max_train_cells: int | None = None
     workers: int = 1
     max_minutes: float | None = None
     model: dict = field(default_factory=lambda: UNetConfig().to_dict())
@@ -147,6 +151,12 @@ def _point_as_mlp(point: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def pointwise_elf(net: PeriodicUNet, x: torch.Tensor) -> torch.Tensor:
+    """ELF of the per-voxel branch alone, sigmoid(head bias + point(x)), for rows ``(n, C)`` of voxel features:
+    the whole model's prediction while the U-Net head is zero (pre-training)."""
+    return torch.sigmoid(net.head.bias + _point_as_mlp(net.point, x)[:, 0])
+
+
 def interstitial_weighted_l1(pred: torch.Tensor, target: torch.Tensor, interstitial: torch.Tensor,
                              weight: float) -> torch.Tensor:
     """Σ w |pred − target| / Σ w with w = 1 + ``weight`` · target · [interstitial]: plain L1 at 0, and
@@ -156,13 +166,25 @@ def interstitial_weighted_l1(pred: torch.Tensor, target: torch.Tensor, interstit
     return (w * (pred - target).abs()).sum() / w.sum()
 
 
+def draw_cells(rng: np.random.Generator, sizes: np.ndarray, n: int, power: float = 0.0) -> np.ndarray:
+    """Indices of ``n`` cells drawn with probability ∝ ``sizes``^``power`` (voxel counts).
+
+    Power 0 draws uniformly with ``rng.integers``, the draws of every model trained before session 8.
+    """
+    if power == 0:
+        return rng.integers(len(sizes), size=n)
+    weights = np.asarray(sizes, dtype=float) ** power
+    return rng.choice(len(sizes), size=n, p=weights / weights.sum())
+
+
 def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np.random.Generator,
                        device: str = "cpu", lr: float = 3e-3, batch: int = 8192,
-                       interstitial_weight: float = 0.0) -> float:
+                       interstitial_weight: float = 0.0, cell_weight_power: float = 0.0) -> float:
     """Fit the pointwise branch (and the head bias) on random voxels, with the U-Net head zeroed.
 
-    Each batch draws ``batch`` cells uniformly (small, compressed cells count as much as big ones, as
-    in the patch epochs) and one random voxel of each. The loss is
+    Each batch draws ``batch`` cells, with probability ∝ (voxel count)^``cell_weight_power`` — 0:
+    uniformly (small, compressed cells count as much as big ones, as in the patch epochs); 1: every
+    voxel of the set equally likely — and one random voxel of each. The loss is
     :func:`interstitial_weighted_l1` (plain L1 when ``interstitial_weight`` is 0).
 
     With the head's weights at zero the logits are ``bias + point(x)`` voxel by voxel, so this stage
@@ -191,10 +213,10 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.05 * lr)
     mae = float("nan")
     for _ in range(steps):
-        pick = rng.integers(len(cells), size=batch)  # cells uniformly (as the patch epochs), then a voxel
+        pick = draw_cells(rng, sizes, batch, cell_weight_power)  # cells, then a voxel of each
         idx = torch.from_numpy(offsets[pick] + (rng.random(batch) * sizes[pick]).astype(np.int64))
         x = x_all[idx].to(device)
-        pred = torch.sigmoid(net.head.bias + _point_as_mlp(net.point, x)[:, 0])
+        pred = pointwise_elf(net, x)
         y = y_all[idx].to(device)
         loss = interstitial_weighted_l1(pred, y, i_all[idx].to(device), interstitial_weight)
         opt.zero_grad(set_to_none=True)
@@ -297,6 +319,7 @@ def prepare_training_data(data: str | Path, config: TrainConfig) -> TrainingData
     mcfg = UNetConfig(**config.model)
     dataset = dataset_path(data)
     train_recs, val_recs = split_records(dataset, config.val_fraction, config.val_elements)
+    train_recs = train_recs[:config.max_train_cells]  # None: all (a number: dry runs)
     cells = load_cells(dataset, train_recs, mcfg.spacing, mcfg.multiple, config.max_cell_voxels,
                        workers=config.workers)
     val_recs = sorted(val_recs, key=lambda r: holdout_fraction(r["id"]))[:max(0, config.val_max_cells)]
@@ -396,7 +419,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     if not resume and not cfg.init and cfg.pretrain_steps > 0:
         t_pre = time.perf_counter()
         mae = pretrain_pointwise(net, cells, cfg.pretrain_steps, np.random.default_rng([cfg.seed, 10**6]), cfg.device,
-                                 interstitial_weight=cfg.interstitial_weight)
+                                 interstitial_weight=cfg.interstitial_weight, cell_weight_power=cfg.cell_weight_power)
         log(f"pointwise branch pre-trained: {cfg.pretrain_steps} steps, voxel MAE {mae:.4f}, "
             f"{time.perf_counter() - t_pre:.0f} s")
     if not resume:
