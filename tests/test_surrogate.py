@@ -99,6 +99,25 @@ def test_density_features_carry_the_space_group():
     assert grads[0, 5, 5, 5] > 0.05  # off-centre, at the finest scale
 
 
+def test_compression_channel_is_log_volume_over_ambient_volume():
+    from elf_workflows.surrogate.features import FEATURE_NAMES, cell_features, compression_features
+
+    # pymatgen's molar volumes: Ca 26.2 cm³/mol, Ba 38.16 cm³/mol → 43.51 and 63.37 Å³ per atom
+    v_ca, v_ba = 26.2 / 0.602214076, 38.16 / 0.602214076
+    for scale in (1.0, 0.5, 0.2):
+        a = (4 * v_ca * scale) ** (1 / 3)  # conventional fcc, 4 atoms
+        fcc = Structure(Lattice.cubic(a), ["Ca"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+        channel = compression_features(fcc, (4, 4, 4))
+        assert channel.shape == (1, 4, 4, 4) and np.ptp(channel) == 0
+        assert channel[0, 0, 0, 0] == pytest.approx(np.log(scale), abs=1e-6)
+    # a binary: V0 is the mean of its elements' ambient volumes (Vegard)
+    b2 = Structure(Lattice.cubic(3.5), ["Ca", "Ba"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    expected = np.log(3.5**3 / 2 / ((v_ca + v_ba) / 2))
+    feats = cell_features(b2, sad_density(b2, (8, 8, 8)))
+    assert FEATURE_NAMES[-1] == "log_compression"
+    np.testing.assert_allclose(feats[-1], expected, atol=1e-6)
+
+
 def test_species_features_are_nearest_atom_properties():
     from elf_workflows.surrogate.features import element_properties
 

@@ -52,7 +52,10 @@ PARTICIPATION_FLOOR = 1e-3
 PARTICIPATION_MAX = 16.0
 #: names of the atomic-limit channels (:func:`atomic_limit_elf`), in order
 ATOMIC_LIMIT_FEATURES = ("atomic_limit_elf", "atomic_limit_logit", "log_pseudo_density")
-FEATURE_NAMES = DENSITY_FEATURES + SPECIES_FEATURES + ELECTROSTATIC_FEATURES + ATOMIC_LIMIT_FEATURES
+#: names of the compression channels (:func:`compression_features`, session 8), in order
+COMPRESSION_FEATURES = ("log_compression",)
+FEATURE_NAMES = (DENSITY_FEATURES + SPECIES_FEATURES + ELECTROSTATIC_FEATURES + ATOMIC_LIMIT_FEATURES
+                 + COMPRESSION_FEATURES)
 N_FEATURES = len(FEATURE_NAMES)
 #: width (Å) of the Gaussian atom weights of the species channels
 SPECIES_SIGMA = 0.7
@@ -292,6 +295,19 @@ def atomic_limit_features(structure: Structure, shape: tuple[int, int, int]) -> 
     return out
 
 
+def compression_features(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
+    """ln(V/V0) of the cell on every voxel, ``(1, nx, ny, nz)`` float32 (session 8).
+
+    V/V0 is the volume per atom over the mean ambient volume per atom of the cell's elements
+    (:func:`elf_workflows.surrogate.domain.compression_ratio`): how far the cell is compressed
+    relative to its own elements, which the density channels convey only through each element's
+    own density scale — a number a per-voxel model cannot read off an element it never saw.
+    """
+    from elf_workflows.surrogate.domain import compression_ratio
+
+    return np.full((1, *shape), np.log(compression_ratio(structure)), dtype=np.float32)
+
+
 def log_participation(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
     """ln P / 2 with P = (Σ_i ρ_i)² / Σ_i ρ_i², the number of atoms whose valence densities share a point.
 
@@ -323,5 +339,7 @@ def cell_features(structure: Structure, density: np.ndarray) -> np.ndarray:
     input_features(density, structure.lattice, out=out[:n_dens])
     out[n_dens:n_dens + n_spec] = species_features(structure, shape)
     out[n_dens + n_spec:n_dens + n_spec + n_elec] = electrostatic_features(structure, shape)
-    out[n_dens + n_spec + n_elec:] = atomic_limit_features(structure, shape)
+    n_atomic = len(ATOMIC_LIMIT_FEATURES)
+    out[n_dens + n_spec + n_elec:n_dens + n_spec + n_elec + n_atomic] = atomic_limit_features(structure, shape)
+    out[n_dens + n_spec + n_elec + n_atomic:] = compression_features(structure, shape)
     return out

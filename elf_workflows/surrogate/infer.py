@@ -94,7 +94,7 @@ def _from_payload(payload: dict, path: str | None) -> SurrogateModel:
     config.setdefault("point_channels", 0)  # files written before the pointwise branch existed
     if config.get("in_channels") != N_FEATURES:
         raise InputError(f"{path}: the model reads {config.get('in_channels')} input channels, this version computes "
-                         f"{N_FEATURES} (the last, {FEATURE_NAMES[-1]}, was added in session 5); retrain it with "
+                         f"{N_FEATURES} (the last, {FEATURE_NAMES[-1]}, was added in session 8); retrain it with "
                          "elf-workflows train")
     net = PeriodicUNet(UNetConfig(**config))
     result = net.load_state_dict(payload["state_dict"], strict=False)
