@@ -18,6 +18,7 @@ Run:  python scripts/heldout_element_ablation.py --steps 8000 --channels 17 Y,Zn
       python scripts/heldout_element_ablation.py --steps 8000 --ensemble 2 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --compare-cell-weight 0.5,1 --interstitial-weight 1.5 \
           Y,Zn Sr,Ti Nb,Cs
+      python scripts/heldout_element_ablation.py --steps 8000 --channels 21 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --compare-steps 24000 --interstitial-weight 1.5 \
           Y,Zn Sr,Ti Nb,Cs
 (session 4: 17 = without the electrostatic channel; session 5: without the species channels;
@@ -26,6 +27,7 @@ session 7: ``--compare-width 256``, is the per-voxel branch short of capacity;
 ``--ensemble 2``, does the mean of two seeds transfer better than one; ``--extra
 log_participation``, a candidate channel computed here, compared at ``--interstitial-weight``;
 session 8: ``--compare-cell-weight``, do voxels drawn as ``evaluate`` pools them transfer better;
+``--channels 21``, the compression channel ln(V/V0) (run as a candidate ``--extra``, now channel 22);
 docs/surrogate.md has the tables; ~20 min on 2 cores)
 """
 
@@ -39,22 +41,13 @@ import numpy as np
 import torch
 
 from elf_workflows.surrogate.data import dataset_path, holdout_fraction, load_cells
-from elf_workflows.surrogate.domain import compression_ratio
 from elf_workflows.surrogate.evaluate import local_maxima
 from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES, log_participation
 from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig
 from elf_workflows.surrogate.train import pointwise_elf, pretrain_pointwise
 
-
-def log_compression(structure, shape: tuple[int, int, int]) -> np.ndarray:
-    """ln(V/V0) of the cell (:func:`elf_workflows.surrogate.domain.compression_ratio`) on every voxel:
-    how compressed the cell is relative to its elements' ambient volumes, which the densities alone
-    convey only through each element's own scale."""
-    return np.full(shape, np.log(compression_ratio(structure)), dtype=np.float32)
-
-
 #: candidate channels not (yet) in the model, by name: structure, native grid shape → (nx, ny, nz)
-EXTRA_CHANNELS = {"log_participation": log_participation, "log_compression": log_compression}
+EXTRA_CHANNELS = {"log_participation": log_participation}
 
 
 def fit(train, channels: list[int], steps: int, weight: float = 0.0, seed: int = 0,
@@ -127,7 +120,9 @@ def main() -> None:
     parser.add_argument("held_out", nargs="+", help="comma-separated element sets, e.g. Y,Zn Sr,Ti")
     parser.add_argument("--data", default="data/reference")
     parser.add_argument("--steps", type=int, default=8000)
-    parser.add_argument("--channels", type=int, default=N_FEATURES - 1, help="channels of the reduced model")
+    parser.add_argument("--channels", type=int, default=None,
+                        help="channels of the reduced model (default: all but the last); with --interstitial-weight, "
+                             "a channel comparison at that weighting")
     parser.add_argument("--drop", default=None, help="compare all channels with all but these (comma-separated names)")
     parser.add_argument("--interstitial-weight", type=float, default=0.0,
                         help="compare plain L1 with this void weighting (all channels) instead of channel counts")
@@ -169,12 +164,13 @@ def main() -> None:
             parser.error(f"unknown channels {sorted(unknown)}; known: {', '.join(FEATURE_NAMES)}")
         reduced = [i for i in every if FEATURE_NAMES[i] not in args.drop.split(",")]
     else:
-        reduced = every[:args.channels]
+        reduced = every[:args.channels if args.channels is not None else -1]
+    channel_run = bool(args.extra or args.drop or args.channels is not None)
     compared = (f"{args.ensemble} seeds and their mean" if args.ensemble else
                 f"cell weight power 0 vs {args.compare_cell_weight}" if args.compare_cell_weight else
                 f"per-voxel width {UNetConfig().point_channels} vs {args.compare_width}" if args.compare_width else
                 f"{args.steps} vs {args.compare_steps} steps" if args.compare_steps else
-                f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0 and not args.extra
+                f"plain L1 vs --interstitial-weight {args.interstitial_weight:g}" if args.interstitial_weight > 0 and not channel_run
                 else f"{len(reduced)} channels (without {', '.join(names[i] for i in every if i not in reduced)})"
                      f" vs {len(every)}")
     print(f"{len(cells)} cells prepared in {time.perf_counter() - start:.0f} s; comparing {compared}", flush=True)
@@ -200,10 +196,10 @@ def main() -> None:
             continue
         if args.compare_steps:
             variants = [(every, args.interstitial_weight, steps) for steps in (args.steps, args.compare_steps)]
-        elif args.interstitial_weight > 0 and not args.extra:
+        elif args.interstitial_weight > 0 and not channel_run:
             variants = [(every, 0.0, args.steps), (every, args.interstitial_weight, args.steps)]
         else:
-            weight = args.interstitial_weight if args.extra else 0.0  # channel runs before session 7: plain L1
+            weight = args.interstitial_weight  # channel runs before session 7: plain L1 (no weight given)
             variants = [(reduced, weight, args.steps), (every, weight, args.steps)]
         for n, weight, steps in variants:
             row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": steps,
