@@ -89,6 +89,7 @@ def stage_times(model, structures, shapes) -> dict:
     from elf_workflows.sad import sad_density
     from elf_workflows.surrogate.features import (
         atomic_limit_features,
+        compression_features,
         electrostatic_features,
         input_features,
         species_features,
@@ -114,7 +115,8 @@ def stage_times(model, structures, shapes) -> dict:
         spec = clock("species channels (3)", species_features, s, grid)
         elec = clock("electrostatic channel", electrostatic_features, s, grid).astype(np.float32)
         atom = clock("atomic-limit channels (3)", atomic_limit_features, s, grid)
-        x = torch.from_numpy(np.concatenate([dens, spec, elec, atom]))[None]
+        comp = clock("compression channel", compression_features, s, grid)
+        x = torch.from_numpy(np.concatenate([dens, spec, elec, atom, comp]))[None]
         with torch.inference_mode():
             clock("per-voxel branch", net.pointwise, x)
             out = clock("network (U-Net + per-voxel)", lambda: net(x)[0, 0].numpy())
