@@ -77,8 +77,9 @@ def score(predictions: list[np.ndarray], val) -> dict:
     V/V0 = 0.45), MAE/R² at the DFT maxima, MAE and bias at the interstitial maxima."""
     errors, sums, at_max, voids = [], [], [], []
     for pred, cell in zip(predictions, val):
-        errors.append(np.abs(pred - cell.target).mean())
-        sums.append(np.abs(pred - cell.target).sum())
+        error = np.abs(pred - cell.target)
+        errors.append(error.mean())
+        sums.append(error.sum())
         at_max.append(np.stack([cell.target[cell.maxima], pred[cell.maxima]], 1))
         void = cell.maxima & cell.interstitial
         voids.append(np.stack([cell.target[void], pred[void]], 1))

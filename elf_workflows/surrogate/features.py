@@ -335,11 +335,10 @@ def cell_features(structure: Structure, density: np.ndarray) -> np.ndarray:
     """
     shape = density.shape
     out = np.empty((N_FEATURES, *shape), dtype=np.float32)
-    n_dens, n_spec, n_elec = len(DENSITY_FEATURES), len(SPECIES_FEATURES), len(ELECTROSTATIC_FEATURES)
-    input_features(density, structure.lattice, out=out[:n_dens])
-    out[n_dens:n_dens + n_spec] = species_features(structure, shape)
-    out[n_dens + n_spec:n_dens + n_spec + n_elec] = electrostatic_features(structure, shape)
-    n_atomic = len(ATOMIC_LIMIT_FEATURES)
-    out[n_dens + n_spec + n_elec:n_dens + n_spec + n_elec + n_atomic] = atomic_limit_features(structure, shape)
-    out[n_dens + n_spec + n_elec + n_atomic:] = compression_features(structure, shape)
+    start = len(DENSITY_FEATURES)
+    input_features(density, structure.lattice, out=out[:start])
+    for names, family in ((SPECIES_FEATURES, species_features), (ELECTROSTATIC_FEATURES, electrostatic_features),
+                          (ATOMIC_LIMIT_FEATURES, atomic_limit_features), (COMPRESSION_FEATURES, compression_features)):
+        out[start:start + len(names)] = family(structure, shape)
+        start += len(names)
     return out
