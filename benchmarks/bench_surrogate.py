@@ -1,10 +1,13 @@
 """Surrogate benchmarks: time per cell against the GPAW time stored in a reference dataset, and tiled memory.
 
-    .venv/bin/python benchmarks/bench_surrogate.py [--data data/reference] [--split test] [--big N] [--stages]
+    .venv/bin/python benchmarks/bench_surrogate.py [--data data/reference] [--split test] [--big N] [--stages] [--cold-symmetry]
 
 Prints one JSON object. ``--big N`` also predicts an N³ native grid (a supercell of fcc La) with
 tiled inference and reports its wall time and peak resident memory (ru_maxrss). ``--stages`` adds
 the median time of each step (space group, SAD, each feature family, network, pooling, interpolation).
+``--cold-symmetry`` forgets the cached space groups before every cell: without it a cell takes the
+group of an earlier cell of the same shape (the same prototype at another volume or with other
+elements, checked), as in a screening of prototypes × pressures.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from elf_workflows.surrogate import load_model, predict_elf
+from elf_workflows.symmetry import clear_caches
 
 
 def rss_gb() -> float:
@@ -47,6 +51,21 @@ def big_grid(model, n: int, full: bool) -> dict:
             "bound_peak_gb": pipe["peak_rss_gb"] + tile["peak_rss_gb"] - tile["rss_before_gb"]}
 
 
+def _unet_running(net):
+    """``net``, or when its U-Net was dropped (the shipped weights: inference skips it) a copy whose
+    head reads the U-Net again (weights 1e-3): the architecture's worst case for memory."""
+    import copy
+
+    import torch
+
+    if net.unet_active():
+        return net
+    net = copy.deepcopy(net)
+    with torch.no_grad():
+        net.head.weight.fill_(1e-3)
+    return net
+
+
 def _pipeline_peak(model, n: int, full: bool) -> dict:
     import copy
 
@@ -54,16 +73,18 @@ def _pipeline_peak(model, n: int, full: bool) -> dict:
 
     cell = Structure(Lattice.cubic(n * model.config.spacing * 0.999), ["La"], [[0, 0, 0]])
     m = copy.copy(model)
-    if not full:
+    if full:
+        m.net = _unet_running(model.net)
+    else:
         net = copy.deepcopy(model.net)
         stand_in = nn.Conv3d(model.config.in_channels, 1, 1)
-        net.logits = lambda x: stand_in(x)  # same I/O, no U-Net activations
+        net.logits = lambda x, point=None: stand_in(x)  # same I/O, no U-Net activations
         m.net = net
     before = rss_gb()
     start = time.perf_counter()
     elf = predict_elf(cell, model=m)
     return {"native_grid": list(elf.shape), "seconds": time.perf_counter() - start, "peak_rss_gb": rss_gb(),
-            "rss_before_gb": before, "network": "real" if full else "pointwise stand-in"}
+            "rss_before_gb": before, "network": "real, U-Net running" if full else "pointwise stand-in"}
 
 
 def _tile_peak(model) -> dict:
@@ -76,15 +97,18 @@ def _tile_peak(model) -> dict:
     core = max(cfg.multiple, (side - 2 * cfg.halo()) // cfg.multiple * cfg.multiple)
     tile = core + 2 * cfg.halo()
     feats = np.random.default_rng(0).normal(size=(cfg.in_channels, tile, tile, tile)).astype(np.float32)
+    dropped = not model.net.unet_active()
+    net = _unet_running(model.net)
     before = rss_gb()
     start = time.perf_counter()
-    predict_grid(model.net, feats, max_voxels=math.prod(feats.shape[1:]))
+    predict_grid(net, feats, max_voxels=math.prod(feats.shape[1:]))
     return {"tile": tile, "core": core, "seconds": time.perf_counter() - start, "peak_rss_gb": rss_gb(),
-            "rss_before_gb": before}
+            "rss_before_gb": before, "unet": "running (the shipped weights skip it: dropped)" if dropped else "running"}
 
 
-def stage_times(model, structures, shapes) -> dict:
-    """Median milliseconds per cell of each step of :func:`elf_workflows.surrogate.predict_elf`."""
+def stage_times(model, structures, shapes, cold_symmetry: bool = False) -> dict:
+    """Median milliseconds per cell of each step of :func:`elf_workflows.surrogate.predict_elf`
+    (``cold_symmetry``: forget the cached space groups before every cell)."""
     from elf_workflows.grids import fourier_interpolate
     from elf_workflows.sad import sad_density
     from elf_workflows.surrogate.features import (
@@ -95,8 +119,9 @@ def stage_times(model, structures, shapes) -> dict:
         species_features,
     )
     from elf_workflows.surrogate.infer import model_grid
+    from elf_workflows.surrogate.model import pointwise_on_orbits
     from elf_workflows.surrogate.symmetry_pool import pool_cell
-    from elf_workflows.symmetry import get_space_group
+    from elf_workflows.symmetry import get_space_group, voxel_orbits
 
     times: dict[str, list[float]] = {}
 
@@ -108,6 +133,8 @@ def stage_times(model, structures, shapes) -> dict:
 
     net = model.net.eval()
     for s, shape in zip(structures, shapes):
+        if cold_symmetry:
+            clear_caches()
         group = clock("space group + native grid", lambda: (g := get_space_group(s), model_grid(s, model, g)))
         grid = group[1]
         rho = clock("SAD", sad_density, s, grid)
@@ -116,10 +143,11 @@ def stage_times(model, structures, shapes) -> dict:
         elec = clock("electrostatic channel", electrostatic_features, s, grid).astype(np.float32)
         atom = clock("atomic-limit channels (3)", atomic_limit_features, s, grid)
         comp = clock("compression channel", compression_features, s, grid)
-        x = torch.from_numpy(np.concatenate([dens, spec, elec, atom, comp]))[None]
+        x = torch.from_numpy(np.concatenate([dens, spec, elec, atom, comp]))
+        orbits = clock("voxel orbits", voxel_orbits, group[0], grid)
         with torch.inference_mode():
-            clock("per-voxel branch", net.pointwise, x)
-            out = clock("network (U-Net + per-voxel)", lambda: net(x)[0, 0].numpy())
+            point = clock("per-voxel branch (once per orbit)", pointwise_on_orbits, net, x, orbits)
+            out = clock("U-Net", lambda: torch.sigmoid(net.logits(x[None], point))[0, 0].numpy())
         out = clock("symmetry pooling", pool_cell, out, group[0])
         clock("interpolation to the DFT grid", fourier_interpolate, out, tuple(shape))
     return {name: round(float(np.median(v)), 2) for name, v in times.items()}
@@ -134,6 +162,8 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=0, help="edge of a big native grid to predict tiled (e.g. 256)")
     parser.add_argument("--full", action="store_true", help="run the real network on every tile of --big")
     parser.add_argument("--stages", action="store_true", help="also time each step (median ms per cell)")
+    parser.add_argument("--cold-symmetry", action="store_true",
+                        help="forget cached space groups before every cell (no reuse across pressures or prototypes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -145,8 +175,11 @@ def main() -> None:
         recs = list(ds.records(split=args.split))
         structures = [ds.load_structure(r["id"]) for r in recs]
         predict_elf(structures[0], model=model)  # warm-up (threads; the form factors of later elements are timed)
+        clear_caches()
         seconds = []
         for s, r in zip(structures, recs):
+            if args.cold_symmetry:
+                clear_caches()
             start = time.perf_counter()
             predict_elf(s, shape=tuple(r["shape"]), model=model)
             seconds.append(time.perf_counter() - start)
@@ -156,8 +189,11 @@ def main() -> None:
                            "gpaw_s_per_cell": {"mean": dft.mean(), "median": float(np.median(dft))},
                            "speedup": {"of_means": dft.mean() / ml.mean(),
                                        "of_medians": float(np.median(dft) / np.median(ml))}}
+        report["cells"]["symmetry_caches"] = "cleared before every cell" if args.cold_symmetry else "kept across cells"
         if args.stages:
-            report["stages_ms_median"] = stage_times(model, structures, [tuple(r["shape"]) for r in recs])
+            clear_caches()
+            report["stages_ms_median"] = stage_times(model, structures, [tuple(r["shape"]) for r in recs],
+                                                     args.cold_symmetry)
     if args.big:
         report["big"] = big_grid(model, args.big, args.full)
     print(json.dumps(report, indent=1))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import scipy.fft
 
 from elf_workflows.errors import GridError
 
@@ -110,9 +112,29 @@ def frequencies(shape: Shape, rfft: bool = False) -> tuple[np.ndarray, np.ndarra
     return h, k, l
 
 
+#: grids up to this many voxels keep their G vectors (:func:`reciprocal_vectors`); bigger ones rebuild them
+_CACHED_G_VOXELS = 2**18
+
+
 def reciprocal_vectors(lattice: Lattice, shape: Shape, rfft: bool = False) -> np.ndarray:
-    """Cartesian G vectors (Å⁻¹, 2π included) of the FFT layout, shape ``(3, nx, ny, nz')``."""
-    return cartesian_g(lattice, *frequencies(shape, rfft))
+    """Cartesian G vectors (Å⁻¹, 2π included) of the FFT layout, shape ``(3, nx, ny, nz')``.
+
+    The features of one cell ask for them a dozen times: on grids up to :data:`_CACHED_G_VOXELS`
+    voxels the last few are kept (read-only), keyed on the exact lattice and grid.
+    """
+    shape = tuple(int(n) for n in shape)
+    if math.prod(shape) > _CACHED_G_VOXELS:
+        return cartesian_g(lattice, *frequencies(shape, rfft))
+    return _cached_reciprocal_vectors(np.asarray(lattice.matrix, float).tobytes(), shape, bool(rfft))
+
+
+@lru_cache(maxsize=8)
+def _cached_reciprocal_vectors(matrix: bytes, shape: Shape, rfft: bool) -> np.ndarray:
+    from pymatgen.core import Lattice
+
+    g = cartesian_g(Lattice(np.frombuffer(matrix).reshape(3, 3)), *frequencies(shape, rfft))
+    g.setflags(write=False)
+    return g
 
 
 def cartesian_g(lattice: Lattice, h: np.ndarray, k: np.ndarray, l: np.ndarray) -> np.ndarray:
@@ -121,6 +143,20 @@ def cartesian_g(lattice: Lattice, h: np.ndarray, k: np.ndarray, l: np.ndarray) -
     return (h[None, :, None, None] * b[0][:, None, None, None]
             + k[None, None, :, None] * b[1][:, None, None, None]
             + l[None, None, None, :] * b[2][:, None, None, None])
+
+
+def real_spectrum(field: np.ndarray) -> np.ndarray:
+    """``rfftn`` of a real 3D field over its grid axes, shape ``(nx, ny, nz//2 + 1)``.
+
+    scipy's pocketfft: the same transform as ``np.fft.rfftn`` (to 1e-15), 1.3–1.9× faster per call on
+    the 16³–32³ grids of the surrogate, which takes some thirty transforms per cell.
+    """
+    return scipy.fft.rfftn(np.asarray(field, float), axes=(0, 1, 2))
+
+
+def real_field(spectrum: np.ndarray, shape: Shape) -> np.ndarray:
+    """The real 3D field of shape ``shape`` whose :func:`real_spectrum` is ``spectrum`` (``irfftn``)."""
+    return scipy.fft.irfftn(spectrum, s=tuple(shape), axes=(0, 1, 2))
 
 
 def _nyquist_mask(shape: Shape, rfft: bool) -> np.ndarray:
@@ -143,43 +179,50 @@ def gaussian_smooth(field: np.ndarray, lattice: Lattice, sigma: float,
     """Periodic convolution of a real field with a normalised isotropic Gaussian of width ``sigma`` (Å).
 
     Keeps the integral and the symmetry of the field (the kernel is isotropic). ``spectrum``: the
-    field's ``np.fft.rfftn`` when the caller already has it (one forward FFT for many derived fields).
+    field's :func:`real_spectrum` when the caller already has it (one forward FFT for many derived fields).
     """
     field = np.asarray(field, dtype=float)
     G = reciprocal_vectors(lattice, field.shape, rfft=True)
-    spectrum = np.fft.rfftn(field) if spectrum is None else spectrum
-    return np.fft.irfftn(spectrum * _gaussian_kernel(G, sigma), s=field.shape, axes=(0, 1, 2))
+    spectrum = real_spectrum(field) if spectrum is None else spectrum
+    return real_field(spectrum * _gaussian_kernel(G, sigma), field.shape)
 
 
 def fft_derivative(
     field: np.ndarray,
     lattice: Lattice,
-    derivative: Literal["gradient", "laplacian", "hessian"] = "gradient",
+    derivative: Literal["gradient", "squared_gradient", "laplacian", "hessian"] = "gradient",
     smoothing: float = 0.0,
     spectrum: np.ndarray | None = None,
 ) -> np.ndarray:
     """Spectral derivatives of a periodic real field on the unit-cell grid (units: field per Å^order).
 
-    ``gradient`` → ``(3, nx, ny, nz)`` Cartesian components; ``laplacian`` → ``(nx, ny, nz)``;
-    ``hessian`` → ``(3, 3, nx, ny, nz)``. Odd derivatives drop the Nyquist planes (their sine part is
+    ``gradient`` → ``(3, nx, ny, nz)`` Cartesian components; ``squared_gradient`` → |∇f|², the
+    same components squared and summed one at a time (a big grid never holds all three);
+    ``laplacian`` → ``(nx, ny, nz)``; ``hessian`` → ``(3, 3, nx, ny, nz)``. Odd derivatives drop the Nyquist planes (their sine part is
     not representable on the grid; keeping it makes symmetric fields come out asymmetric).
     ``smoothing`` > 0: derivatives of the field smoothed as :func:`gaussian_smooth` (σ in Å), in the
-    same spectral pass. ``spectrum``: the field's ``np.fft.rfftn`` when the caller already has it.
+    same spectral pass. ``spectrum``: the field's :func:`real_spectrum` when the caller already has it.
     """
     field = np.asarray(field, dtype=float)
     shape = field.shape
     G = reciprocal_vectors(lattice, shape, rfft=True)
-    spectrum = (np.fft.rfftn(field) if spectrum is None else spectrum) * _gaussian_kernel(G, smoothing)
-    if derivative == "gradient":
+    spectrum = (real_spectrum(field) if spectrum is None else spectrum) * _gaussian_kernel(G, smoothing)
+    if derivative in ("gradient", "squared_gradient"):
         keep = ~_nyquist_mask(shape, rfft=True)
-        return np.stack([np.fft.irfftn(1j * G[a] * keep * spectrum, s=shape) for a in range(3)])
+        components = (real_field(1j * G[a] * keep * spectrum, shape) for a in range(3))
+        if derivative == "gradient":
+            return np.stack(list(components))
+        squared = next(components) ** 2
+        for component in components:
+            squared += component**2
+        return squared
     if derivative == "laplacian":
-        return np.fft.irfftn(-(G**2).sum(0) * spectrum, s=shape)
+        return real_field(-(G**2).sum(0) * spectrum, shape)
     if derivative == "hessian":
         out = np.empty((3, 3, *shape))
         for a in range(3):
             for b in range(a, 3):
-                out[a, b] = out[b, a] = np.fft.irfftn(-G[a] * G[b] * spectrum, s=shape)
+                out[a, b] = out[b, a] = real_field(-G[a] * G[b] * spectrum, shape)
         return out
     raise ValueError(f"unknown derivative {derivative!r}")
 
@@ -215,11 +258,11 @@ def fourier_interpolate(field: np.ndarray, shape: Shape) -> np.ndarray:
     shape = tuple(int(n) for n in shape)
     if shape == field.shape:
         return field.copy()
-    spectrum = np.fft.fftn(field)
+    spectrum = scipy.fft.fftn(field)
     for axis, m in enumerate(shape):
         spectrum = _resample_axis(spectrum, axis, m)
     scale = math.prod(shape) / field.size
-    return np.fft.ifftn(spectrum).real * scale
+    return scipy.fft.ifftn(spectrum).real * scale
 
 
 def fractional_grid(shape: Shape) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -122,19 +121,80 @@ class SpaceGroup:
 def get_space_group(structure: Structure, symprec: float = 1e-3) -> SpaceGroup:
     """Space group of ``structure`` from spglib, operators in the structure's own cell.
 
-    spglib takes 3–9 ms for a one- or two-atom cubic cell here, and one screened cell needs its group
-    several times (grid, prediction, attractors, document), so results are kept for the last 256
-    distinct cells, keyed on the exact lattice, coordinates, species and ``symprec``.
+    spglib takes 3–9 ms for a one- or two-atom cubic cell here (its symmetry search itself), and a
+    screening asks for many groups of the same cells: each cell several times (grid, prediction,
+    attractors, document), and each prototype at several pressures and for many pairs of elements.
+    Two caches of the last 256 cells, both keyed on ``symprec``: the exact cell, and its *shape* —
+    the lattice divided by V^(1/3), the fractional coordinates rounded to 1e-10 and which sites share
+    a species (:func:`_cell_shape_key`) — so a uniformly compressed copy of a known cell, or the same
+    prototype with other elements, takes its operators (fractional, hence scale-free) after
+    :func:`operations_hold` has checked that every one maps the new cell's atoms onto atoms of the
+    same species within ``symprec``; a cell that fails the check goes to spglib.
     """
     lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
     frac = np.ascontiguousarray(structure.frac_coords, dtype=float)
     numbers = tuple(site.specie.Z for site in structure)
-    return _space_group_of_cell(lattice.tobytes(), frac.tobytes(), numbers, float(symprec))
+    exact = (lattice.tobytes(), frac.tobytes(), numbers, float(symprec))
+    if exact in _EXACT_CELLS:
+        return _EXACT_CELLS[exact]
+    shape_key = _cell_shape_key(lattice, frac, numbers, float(symprec))
+    group = _CELL_SHAPES.get(shape_key)
+    if group is None or not operations_hold(group.rotations, group.translations, lattice, frac, numbers, symprec):
+        group = _space_group_of_cell(lattice, frac, numbers, float(symprec))
+        _remember(_CELL_SHAPES, shape_key, group)
+    _remember(_EXACT_CELLS, exact, group)
+    return group
 
 
-@lru_cache(maxsize=256)
-def _space_group_of_cell(lattice: bytes, frac: bytes, numbers: tuple[int, ...], symprec: float) -> SpaceGroup:
-    cell = (np.frombuffer(lattice).reshape(3, 3), np.frombuffer(frac).reshape(-1, 3), list(numbers))
+#: cells whose groups are kept (each cache keeps its most recent entries)
+_CACHE_SIZE = 256
+_EXACT_CELLS: dict = {}
+_CELL_SHAPES: dict = {}
+
+
+def clear_caches() -> None:
+    """Forget every cached group (and with them their grid maps and voxel orbits)."""
+    _EXACT_CELLS.clear()
+    _CELL_SHAPES.clear()
+
+
+def _remember(cache: dict, key, value) -> None:
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+
+
+def _cell_shape_key(lattice: np.ndarray, frac: np.ndarray, numbers: tuple[int, ...], symprec: float) -> tuple:
+    """The cell up to a uniform scale and a renaming of its species.
+
+    Lattice / V^(1/3) and fractional coordinates (mod 1), rounded to 1e-10, and which sites share a
+    species (numbered in order of first appearance): B2 CaBa and B2 FePb at any volume share a key.
+    """
+    scale = abs(np.linalg.det(lattice)) ** (1.0 / 3.0)
+    wrapped = np.round(np.mod(frac, 1.0), 10) % 1.0
+    pattern = tuple(list(dict.fromkeys(numbers)).index(z) for z in numbers)
+    return (np.round(lattice / scale, 10).tobytes(), wrapped.tobytes(), pattern, symprec)
+
+
+def operations_hold(rotations: np.ndarray, translations: np.ndarray, lattice: np.ndarray, frac: np.ndarray,
+                    numbers: tuple[int, ...], symprec: float) -> bool:
+    """Whether every Seitz operator (W, w) maps each atom onto an atom of the same species within ``symprec`` Å.
+
+    Vectorised over operators and atom pairs (n_ops × n_atoms² distances, minimum image by rounding
+    the fractional difference, exact for the small metal cells screened here).
+    """
+    species = np.asarray(numbers)
+    moved = np.einsum("gij,nj->gni", rotations, frac) + translations[:, None, :]  # (ops, atoms, 3)
+    diff = moved[:, :, None, :] - frac[None, None, :, :]
+    diff -= np.round(diff)
+    dist = np.linalg.norm(diff @ lattice, axis=-1)  # (ops, moved atom, target atom), Å
+    dist[:, species[:, None] != species[None, :]] = np.inf
+    return bool(np.all(dist.min(axis=2) < symprec))
+
+
+def _space_group_of_cell(lattice: np.ndarray, frac: np.ndarray, numbers: tuple[int, ...], symprec: float) -> SpaceGroup:
+    cell = (lattice, frac, list(numbers))
     dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
     if dataset is None:
         formula = Composition({Element.from_Z(z): numbers.count(z) for z in set(numbers)}).reduced_formula
@@ -220,29 +280,127 @@ def _permuted_image(field: np.ndarray, signs: np.ndarray, shifts: np.ndarray) ->
 
 
 def symmetrize(field: np.ndarray, structure_or_group, symprec: float = 1e-3) -> np.ndarray:
-    """Average a periodic field over every space-group operator that maps its grid onto itself.
+    """Average a periodic field over every space-group operator that maps its grid onto itself (float64).
 
-    Axis-permuting operators are flips and rolls summed per permutation (one running sum at a time)
-    before one transpose each (six at most); operators that mix axes are gathered voxel by voxel.
+    The group average at a voxel is the mean of the field over the voxel's orbit (each orbit voxel is
+    reached by as many operators), so it is one ``bincount`` over :func:`voxel_orbits`' labels.
     """
     group = _as_space_group(structure_or_group, symprec)
     field = np.asarray(field)
-    maps = grid_maps(group, field.shape)
-    out = np.zeros(field.shape, dtype=np.result_type(field.dtype, np.float64))
-    summed, current = None, None  # one permutation's running sum at a time (big grids hold two arrays, not seven)
-    for row in sorted(range(len(maps.ops)), key=lambda r: tuple(maps.source[r])):
-        source = tuple(int(a) for a in maps.source[row])
-        if source[0] < 0:
-            out += field.ravel()[group.flat_voxel_images(field.shape, int(maps.ops[row]))]
+    orbits = voxel_orbits(group, field.shape)
+    if np.iscomplexobj(field):
+        return orbits.mean(field.real) + 1j * orbits.mean(field.imag)
+    return orbits.mean(field)
+
+
+@dataclass(frozen=True)
+class VoxelOrbits:
+    """The orbits of a grid's voxels under a group's grid-compatible operators.
+
+    Attributes:
+        shape: the grid.
+        labels: orbit of each voxel, C-order flat ``(N,)`` int32 (orbits numbered in the order of
+            their first voxel).
+        representatives: flat index of each orbit's first voxel, ``(n_orbits,)``.
+        sizes: voxels per orbit, ``(n_orbits,)``.
+    """
+
+    shape: Shape
+    labels: np.ndarray
+    representatives: np.ndarray
+    sizes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.representatives)
+
+    def mean(self, field: np.ndarray) -> np.ndarray:
+        """The orbit mean of a real field on :attr:`shape` at every voxel (float64): its group average."""
+        sums = np.bincount(self.labels, weights=np.asarray(field, float).ravel(), minlength=len(self))
+        return (sums / self.sizes)[self.labels].reshape(self.shape)
+
+    def broadcast(self, values: np.ndarray) -> np.ndarray:
+        """The field on :attr:`shape` that takes ``values[k]`` on every voxel of orbit k."""
+        return np.asarray(values)[self.labels].reshape(self.shape)
+
+
+#: voxels × operators broadcast at once when orbits are found (bounds the temporary to 64 MB of int32)
+_ORBIT_BLOCK = 2**24
+
+
+def _axis_image_terms(maps: GridMaps, shape: Shape, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the axis-permuting operators: T_a ``(n_ops, N_a)`` with flat image index = T_0[i_0] + T_1[i_1] + T_2[i_2].
+
+    Image coordinate b is j_b = σ_b i_{a_b} + t_b (mod N_b), so its share j_b·stride_b is a function
+    of the one source index i_{a_b}; T_a sums the shares whose source axis is a (N_b = N_a there).
+    """
+    rows = maps.source[:, 0] >= 0
+    source, signs, shifts = maps.source[rows], maps.signs[rows], maps.shifts[rows]
+    strides = (shape[1] * shape[2], shape[2], 1)
+    terms = [np.zeros((len(source), m), dtype=dtype) for m in shape]
+    for b in range(3):
+        share = (signs[:, b, None] * np.arange(shape[b])[None, :] + shifts[:, b, None]) % shape[b] * strides[b]
+        for a in range(3):
+            if shape[a] == shape[b]:
+                terms[a] += np.where(source[:, b, None] == a, share, 0).astype(dtype)
+    return terms[0][:, :, None, None], terms[1][:, None, :, None], terms[2][:, None, None, :]
+
+
+def _right_coset_representatives(group: SpaceGroup, maps: GridMaps, shape: Shape) -> list[int]:
+    """Operators m_k (group indices) whose right cosets P·m_k, with P the axis-permuting operators, cover the rest.
+
+    The axis-permuting operators form a subgroup P (products of signed permutations are signed
+    permutations), so the compatible group is P ∪ P·m_1 ∪ …; operators compose in the grid's index
+    frame, j = S i + t (mod N).
+    """
+    n = np.asarray(shape)
+    scaled = np.round(group.rotations[maps.ops] * (n[None, :, None] / n[None, None, :])).astype(np.int64)
+    permuting = maps.source[:, 0] >= 0
+
+    def key(S: np.ndarray, t: np.ndarray) -> bytes:
+        return S.tobytes() + np.mod(t, n).tobytes()
+
+    perm = [(scaled[r], maps.shifts[r]) for r in np.nonzero(permuting)[0]]
+    covered = {key(S, t) for S, t in perm}
+    reps = []
+    for r in np.nonzero(~permuting)[0]:
+        if key(scaled[r], maps.shifts[r]) in covered:
             continue
-        if source != current:
-            if summed is not None:
-                out += np.transpose(summed, np.argsort(current))
-            summed, current = np.zeros(field.shape, dtype=out.dtype), source
-        summed += _permuted_image(field, maps.signs[row], maps.shifts[row])
-    if summed is not None:
-        out += np.transpose(summed, np.argsort(current))
-    return out / len(maps.ops)
+        reps.append(int(maps.ops[r]))
+        covered |= {key(S @ scaled[r], S @ maps.shifts[r] + t) for S, t in perm}
+    return reps
+
+
+def voxel_orbits(group: SpaceGroup, shape: Shape) -> VoxelOrbits:
+    """:class:`VoxelOrbits` of ``group`` on ``shape`` (cached on the group).
+
+    Each voxel's orbit is named by its smallest flat index over all operator images (the set of
+    grid-compatible operators is a group, so that minimum is the same for every voxel of an orbit):
+    a minimum over the axis-permuting operators P, whose flat images are broadcast sums of three 1D
+    terms (:func:`_axis_image_terms`, blocks of operators at once), then over the right cosets P·m of
+    the operators that mix axes: min over p·m of the image index = the P-minimum at m(x), one gather
+    per coset (:func:`_right_coset_representatives`; 3 for primitive fcc, 2 for hcp).
+    """
+    shape = tuple(int(m) for m in shape)
+    key = ("orbits", shape)
+    if key not in group._cache:
+        maps = grid_maps(group, shape)
+        n = math.prod(shape)
+        dtype = np.int32 if n < 2**31 else np.int64
+        least = np.arange(n, dtype=dtype).reshape(shape)
+        rows = max(1, _ORBIT_BLOCK // n)  # operators per broadcast block
+        terms = _axis_image_terms(maps, shape, dtype)
+        for start in range(0, len(terms[0]), rows):
+            images = terms[0][start:start + rows] + terms[1][start:start + rows] + terms[2][start:start + rows]
+            np.minimum(least, images.min(axis=0), out=least)
+        least = least.ravel()
+        within_p = least.copy() if len(maps.ops) > len(terms[0]) else least
+        for op in _right_coset_representatives(group, maps, shape):  # min over g = p·m of the P-minimum at m(x)
+            np.minimum(least, within_p[group.flat_voxel_images(shape, op).ravel()], out=least)
+        first = least == np.arange(n, dtype=dtype)
+        labels = (np.cumsum(first, dtype=dtype) - 1)[least]
+        representatives = np.flatnonzero(first)
+        group._cache[key] = VoxelOrbits(shape, labels, representatives, np.bincount(labels, minlength=len(representatives)))
+    return group._cache[key]
 
 
 def symmetry_error(field: np.ndarray, structure_or_group, symprec: float = 1e-3) -> float:

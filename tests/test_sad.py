@@ -188,3 +188,14 @@ def test_valence_squared_kind_integrates_to_the_radial_square():
     direct = np.trapezoid(4 * np.pi * rho**2 * data.r**2, data.r)
     assert form_factor("Ca", np.array([0.0]), "valence_squared")[0] == pytest.approx(direct, rel=2e-3)
     assert integrate(squares, s) == pytest.approx(2 * direct, rel=2e-3)
+
+
+def test_uniform_cubic_spline_is_scipys_cubic_spline():
+    from scipy.interpolate import CubicSpline
+
+    from elf_workflows.sad import UniformCubicSpline
+
+    x = np.linspace(0.0, 5.0, 201)
+    y = np.sin(3 * x) * np.exp(-x)
+    points = np.concatenate([x, np.random.default_rng(0).uniform(0, 5, 1000), [0.0, 5.0]])
+    np.testing.assert_allclose(UniformCubicSpline(x, y)(points), CubicSpline(x, y)(points), rtol=0, atol=1e-14)

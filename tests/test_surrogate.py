@@ -322,6 +322,49 @@ def test_pointwise_branch_in_slabs_equals_whole():
     assert whole.abs().max() > 0.1 and torch.allclose(whole, slabs, atol=1e-6)
 
 
+def test_pointwise_branch_once_per_orbit_equals_every_voxel():
+    """Symmetric features: the per-voxel branch run on the orbit representatives and broadcast gives the
+    every-voxel network output, untiled and tiled."""
+    from elf_workflows.surrogate.features import cell_features
+    from elf_workflows.symmetry import voxel_orbits
+
+    structure = b2(3.2)
+    shape = native_grid(structure, 0.2, 4)
+    feats = cell_features(structure, sad_density(structure, shape))
+    orbits = voxel_orbits(get_space_group(structure), shape)
+    assert len(orbits) < np.prod(shape) / 20
+    for model, core in [(random_model(), None), (random_model(levels=2, convs_per_level=1), 8)]:
+        full = predict_grid(model.net, feats, core=core)
+        fast = predict_grid(model.net, feats, core=core, orbits=orbits)
+        assert full.std() > 0.05 and np.abs(full - fast).max() < 1e-6
+
+
+def test_a_dropped_unet_leaves_bias_plus_pointwise_and_is_skipped_at_inference():
+    net = random_model().net
+    x = torch.randn(1, N_FEATURES, 8, 8, 8)
+    assert net.unet_active()
+    with torch.no_grad():
+        before = net.logits(x)
+    assert net.drop_unet() > 0 and not net.unet_active()
+    with torch.no_grad():
+        after = net.logits(x)
+        expected = net.head.bias.reshape(1, 1, 1, 1, 1) + net.point(x)
+    assert (before - after).abs().max() > 0.01  # the U-Net had been contributing
+    assert torch.allclose(after, expected, atol=1e-6)
+    assert torch.allclose(net.logits(x), expected, atol=1e-6)  # with autograd the U-Net runs, into zero weights
+    shipped = load_model().net
+    assert not shipped.unet_active()  # the shipped weights: the U-Net stage they learned was dead, and dropped
+    from elf_workflows.surrogate.features import cell_features
+
+    cell = b2(3.4)
+    feats = torch.from_numpy(cell_features(cell, sad_density(cell, native_grid(cell, 0.2, 4))))[None]
+    assert shipped.unet_alive_fraction(feats) == 0.0
+    fresh = PeriodicUNet(UNetConfig(base_channels=8))
+    fresh.input_shift.copy_(shipped.input_shift)
+    fresh.input_scale.copy_(shipped.input_scale)
+    assert fresh.unet_alive_fraction(feats) > 0.5
+
+
 def test_inference_convolutions_equal_the_autograd_ones():
     """The oneDNN call used at CPU inference, with the input standardisation folded into the first
     convolution, gives the module's circular convolutions (non-cubic grid, non-trivial statistics)."""

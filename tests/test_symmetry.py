@@ -64,3 +64,53 @@ def test_axis_permutation_images_equal_the_voxel_gather(fcc_la, hcp_y, b2_caba, 
         np.testing.assert_allclose(symmetrize(field, group), total / len(ops), rtol=1e-13)
         fast = int((grid_maps(group, shape).source[:, 0] >= 0).sum())
         assert (len(ops), fast) == {225: (192, 192), 221: (48, 48), 194: (24, 8)}[group.number]
+
+
+def test_voxel_orbits_count_by_burnside_and_every_operator_keeps_them(fcc_la, hcp_y, b2_caba, rng):
+    """The number of orbits is the mean number of voxels an operator fixes (Burnside's lemma, an independent
+    count); every operator maps each voxel into its own orbit; the orbit mean is the group average."""
+    from elf_workflows.symmetry import grid_maps, voxel_orbits
+
+    primitive_fcc = fcc_la.get_primitive_structure()  # 36 of its 48 operators mix axes on its grid
+    for structure, shape in [(fcc_la, (12, 12, 12)), (primitive_fcc, (10, 10, 10)), (b2_caba, (10, 10, 10)),
+                             (hcp_y, (12, 12, 18))]:
+        group = get_space_group(structure)
+        orbits = voxel_orbits(group, shape)
+        n = int(np.prod(shape))
+        ops = np.nonzero(group.is_grid_compatible(shape))[0]
+        images = [group.flat_voxel_images(shape, int(op)).ravel() for op in ops]
+        assert len(orbits) * len(ops) == sum(int((image == np.arange(n)).sum()) for image in images)
+        for image in images:
+            np.testing.assert_array_equal(orbits.labels[image], orbits.labels)
+        assert orbits.sizes.sum() == n
+        np.testing.assert_array_equal(orbits.labels[orbits.representatives], np.arange(len(orbits)))
+        field = rng.random(shape)
+        np.testing.assert_allclose(orbits.mean(field), sum(field.ravel()[i] for i in images).reshape(shape) / len(ops),
+                                   rtol=1e-13)
+        if structure is primitive_fcc:
+            assert (grid_maps(group, shape).source[:, 0] < 0).sum() == 36
+
+
+def test_a_compressed_or_relabelled_cell_takes_the_cached_group_after_a_check(b2_caba):
+    from elf_workflows.symmetry import clear_caches, operations_hold
+
+    clear_caches()
+    group = get_space_group(b2_caba)
+    compressed = b2_caba.copy()
+    compressed.scale_lattice(0.4 * b2_caba.volume)
+    relabelled = b2_caba.copy()
+    relabelled.replace_species({"Ca": "Fe", "Ba": "Pb"})
+    assert get_space_group(compressed) is group and get_space_group(relabelled) is group
+    for cell in (compressed, relabelled):  # spglib itself, on each cell, finds the same operators
+        clear_caches()
+        fresh = get_space_group(cell)
+        assert fresh is not group and fresh.number == group.number
+        np.testing.assert_array_equal(fresh.rotations, group.rotations)
+    bcc = b2_caba.copy()
+    bcc.replace_species({"Ba": "Ca"})  # same lattice and sites, one species: another pattern, another group
+    assert len(get_space_group(bcc)) == 2 * len(group)
+    lattice, frac = b2_caba.lattice.matrix, b2_caba.frac_coords
+    assert operations_hold(group.rotations, group.translations, lattice, frac, (20, 56), 1e-3)
+    assert not operations_hold(group.rotations, group.translations, lattice, frac + [[0, 0, 0], [0.01, 0, 0]],
+                               (20, 56), 1e-3)
+    assert operations_hold(group.rotations, group.translations, lattice, frac, (20, 20), 1e-3)  # a subgroup of bcc's

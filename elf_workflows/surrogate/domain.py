@@ -10,6 +10,7 @@ than a model's training cells is an extrapolation; :func:`extrapolation_note` sa
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 TRAINED_V_RATIO = (0.45, 1.0)
 
 
+@lru_cache(maxsize=None)
 def ambient_volume_per_atom(symbol: str) -> float:
-    """Ambient volume per atom (Å³) from pymatgen's molar volume (cm³/mol); atomic radius as a fallback."""
+    """Ambient volume per atom (Å³) from pymatgen's molar volume (cm³/mol); atomic radius as a fallback (cached per element)."""
     from pymatgen.core import Element
 
     el = Element(symbol)
@@ -37,7 +39,7 @@ def ambient_volume_per_atom(symbol: str) -> float:
 
 def compression_ratio(structure: Structure) -> float:
     """V/V0: volume per atom over the mean ambient volume per atom of its sites (dimensionless)."""
-    v0 = np.mean([ambient_volume_per_atom(site.specie.symbol) for site in structure])
+    v0 = np.mean([ambient_volume_per_atom(specie.symbol) for specie in structure.species])
     return float(structure.volume / len(structure) / v0)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from elf_workflows.grids import fft_derivative, gaussian_smooth, reciprocal_vectors
+from elf_workflows.grids import fft_derivative, gaussian_smooth, real_field, real_spectrum, reciprocal_vectors
 
 if TYPE_CHECKING:
     from pymatgen.core import Lattice, Structure
@@ -70,9 +70,8 @@ POTENTIAL_SCALE = 2.0
 def _derivatives(density: np.ndarray, lattice: Lattice,
                  spectrum: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rho = np.maximum(np.asarray(density, float), RHO_FLOOR)
-    spectrum = np.fft.rfftn(np.asarray(density, float)) if spectrum is None else spectrum
-    grad = fft_derivative(density, lattice, "gradient", spectrum=spectrum)
-    grad2 = (grad**2).sum(0)
+    spectrum = real_spectrum(density) if spectrum is None else spectrum
+    grad2 = fft_derivative(density, lattice, "squared_gradient", spectrum=spectrum)
     lap = fft_derivative(density, lattice, "laplacian", spectrum=spectrum)
     return rho, grad2, lap
 
@@ -118,15 +117,13 @@ def multiscale_features(density: np.ndarray, lattice: Lattice, out: np.ndarray |
     if out is None:
         out = np.empty((n_ratio + 2 * n_deriv, *np.shape(density)), dtype=np.float32)
     rho = np.maximum(np.asarray(density, float), RHO_FLOOR)
-    spectrum = np.fft.rfftn(np.asarray(density, float)) if spectrum is None else spectrum
+    spectrum = real_spectrum(density) if spectrum is None else spectrum
     for k, w in enumerate(SMOOTHING_WIDTHS):
         rho_w = np.maximum(gaussian_smooth(density, lattice, w, spectrum=spectrum), RHO_FLOOR)
         out[k] = np.log(rho_w / rho) / 4.0
         if w in SMOOTHED_DERIVATIVE_WIDTHS:
             d = SMOOTHED_DERIVATIVE_WIDTHS.index(w)
-            grad = fft_derivative(density, lattice, "gradient", smoothing=w, spectrum=spectrum)
-            t = w * np.sqrt((grad**2).sum(0)) / rho_w
-            del grad
+            t = w * np.sqrt(fft_derivative(density, lattice, "squared_gradient", smoothing=w, spectrum=spectrum)) / rho_w
             out[n_ratio + d] = t / (1.0 + t)
             lap = fft_derivative(density, lattice, "laplacian", smoothing=w, spectrum=spectrum)
             out[n_ratio + n_deriv + d] = np.tanh(w**2 * lap / rho_w)
@@ -147,7 +144,7 @@ def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None
     """
     if out is None:
         out = np.empty((len(DENSITY_FEATURES), *np.shape(density)), dtype=np.float32)
-    spectrum = np.fft.rfftn(np.asarray(density, float))  # one forward FFT for all fourteen channels
+    spectrum = real_spectrum(density)  # one forward FFT for all fourteen channels
     rho, grad2, lap = _derivatives(density, lattice, spectrum)
     kf = (3 * np.pi**2) ** (1.0 / 3.0)
     s = np.sqrt(grad2) / (2 * kf * rho ** (4.0 / 3.0))
@@ -192,9 +189,9 @@ def species_features(structure: Structure, shape: tuple[int, int, int], sigma: f
         den += sf
         for k, p in enumerate(element_properties(symbol)):
             num[k] += p * sf
-    weight = np.fft.irfftn(den, s=shape)
+    weight = real_field(den, shape)
     weight = np.maximum(weight, 1e-12 * weight.max())
-    return np.stack([np.fft.irfftn(num[k], s=shape) / weight for k in range(3)]).astype(np.float32)
+    return np.stack([real_field(num[k], shape) / weight for k in range(3)]).astype(np.float32)
 
 
 def electrostatic_potential(structure: Structure, shape: tuple[int, int, int],
@@ -218,7 +215,7 @@ def electrostatic_potential(structure: Structure, shape: tuple[int, int, int],
     spectrum, gnorm = superposition_spectrum(structure, shape, neutral_atom)
     g2 = np.where(gnorm > 0, gnorm**2, 1.0)
     spectrum *= np.where(gnorm > 0, 4 * np.pi * COULOMB_EV_ANGSTROM / g2, 0.0)
-    return np.fft.irfftn(spectrum, s=shape, axes=(0, 1, 2))
+    return real_field(spectrum, shape)
 
 
 def electrostatic_features(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
@@ -253,9 +250,12 @@ def _atomic_limit_fields(structure: Structure, shape: tuple[int, int, int]) -> t
 
     spectra = aliased_spectra(structure, shape, ("pseudo", "pseudo_kinetic"), factor=ATOMIC_LIMIT_OVERSAMPLING,
                               gradient_of="pseudo")
-    rho = np.fft.irfftn(spectra["pseudo"], s=shape, axes=(0, 1, 2))
-    tau = np.fft.irfftn(spectra["pseudo_kinetic"], s=shape, axes=(0, 1, 2))
-    grad2 = sum(np.fft.irfftn(spectra["gradient"][a], s=shape, axes=(0, 1, 2)) ** 2 for a in range(3))
+    rho = real_field(spectra.pop("pseudo"), shape)  # each spectrum let go once transformed (big grids)
+    tau = real_field(spectra.pop("pseudo_kinetic"), shape)
+    gradient = spectra.pop("gradient")
+    grad2 = real_field(gradient[0], shape) ** 2
+    for a in (1, 2):
+        grad2 += real_field(gradient[a], shape) ** 2
     return rho, grad2, tau
 
 
@@ -322,8 +322,8 @@ def log_participation(structure: Structure, shape: tuple[int, int, int]) -> np.n
     from elf_workflows.sad import aliased_spectra
 
     spectra = aliased_spectra(structure, shape, ("valence", "valence_squared"), factor=ATOMIC_LIMIT_OVERSAMPLING)
-    rho = np.maximum(np.fft.irfftn(spectra["valence"], s=shape, axes=(0, 1, 2)), PARTICIPATION_FLOOR)
-    squares = np.maximum(np.fft.irfftn(spectra["valence_squared"], s=shape, axes=(0, 1, 2)), PARTICIPATION_FLOOR**2)
+    rho = np.maximum(real_field(spectra["valence"], shape), PARTICIPATION_FLOOR)
+    squares = np.maximum(real_field(spectra["valence_squared"], shape), PARTICIPATION_FLOOR**2)
     return (0.5 * np.log(np.clip(rho**2 / squares, 1.0, PARTICIPATION_MAX))).astype(np.float32)
 
 

@@ -31,7 +31,7 @@ from elf_workflows.sad import sad_density
 from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES, cell_features
 from elf_workflows.surrogate.model import MAX_PASS_VOXELS, PeriodicUNet, UNetConfig, predict_grid
 from elf_workflows.surrogate.symmetry_pool import pool_cell
-from elf_workflows.symmetry import get_space_group
+from elf_workflows.symmetry import get_space_group, voxel_orbits
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -158,13 +158,19 @@ def model_grid(structure: Structure, model: SurrogateModel, group=None) -> tuple
 
 def predict_native(structure: Structure, model: SurrogateModel, max_voxels: int = MAX_PASS_VOXELS,
                    core: int | None = None, pool: bool = True) -> np.ndarray:
-    """ELF on the model's native grid: SAD → features → network (tiled if large) → group average."""
+    """ELF on the model's native grid: SAD → features → network (tiled if large) → group average.
+
+    The per-voxel branch runs once per voxel orbit of the group (:func:`~elf_workflows.surrogate.model.pointwise_on_orbits`),
+    with or without ``pool``; the U-Net runs on every voxel, and ``pool`` averages its output over the group.
+    """
     group = get_space_group(structure)
     shape = check_grid(model_grid(structure, model, group), n_arrays=12)
+    orbits = voxel_orbits(group, shape)  # before the features: its temporaries never meet their 22 channels
     rho = sad_density(structure, shape)
     feats = cell_features(structure, rho)
     del rho
-    out = predict_grid(model.net, feats, max_voxels=max_voxels, core=core)
+    out = predict_grid(model.net, feats, max_voxels=max_voxels, core=core, orbits=orbits)
+    del feats
     if pool:
         out = pool_cell(out, group)
     return out

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from elf_workflows.surrogate.features import N_FEATURES
+
+if TYPE_CHECKING:
+    from elf_workflows.symmetry import VoxelOrbits
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,9 @@ class PeriodicUNet(nn.Module):
         self.input_shift.copy_(torch.as_tensor(np.asarray(mean, np.float32)))
         self.input_scale.copy_(torch.as_tensor(np.maximum(np.asarray(std, np.float32), 1e-6)))
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, point: torch.Tensor | None = None) -> torch.Tensor:
+        """Pre-sigmoid output ``(B, 1, ...)``; ``point``: the per-voxel branch's output when already known
+        (:func:`predict_grid` evaluates it once per voxel orbit)."""
         m = self.config.multiple
         inputs = x
         if any(s % m for s in x.shape[2:]):
@@ -190,9 +196,38 @@ class PeriodicUNet(nn.Module):
         if torch.is_grad_enabled():
             x = (x - self.input_shift[:, None, None, None]) / self.input_scale[:, None, None, None]
             out = self.head(self.unet_features(x))
+        elif not self.unet_active():  # the head reads nothing: the U-Net's output is the head's bias, exactly
+            out = self.head.bias.reshape(1, 1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[2:])
         else:  # inference: no standardised copy of the input (a 128³ tile's is 0.18 GB)
             out = self.head(self.unet_features(x, raw=True))
-        return out + self.pointwise(inputs) if self.point is not None else out
+        if self.point is None:
+            return out
+        return out + (self.pointwise(inputs) if point is None else point)
+
+    def unet_active(self) -> bool:
+        """Whether the U-Net's head reads its features (a head with all-zero weights outputs its bias alone)."""
+        return bool(self.head.weight.detach().any())
+
+    @torch.no_grad()
+    def drop_unet(self) -> float:
+        """Zero the head's weights, leaving the per-voxel branch plus a constant; return the largest |weight| removed.
+
+        For weights whose U-Net stage learned nothing (the shipped ones: its output varies by < 1e-4 in
+        logit over a cell, docs/surrogate.md), inference then skips the U-Net. Training still runs it.
+        """
+        largest = float(self.head.weight.abs().max())
+        self.head.weight.zero_()
+        return largest
+
+    @torch.no_grad()
+    def unet_alive_fraction(self, x: torch.Tensor) -> float:
+        """Fraction of the U-Net's last-layer features (what the head reads) with |value| > 1e-3, for raw input ``x``.
+
+        Its blocks end in SiLU: a unit pushed far negative outputs ≈ 0 and passes no gradient, so a U-Net
+        whose fraction reaches 0 is dead for good and outputs the head's bias alone (what happened to
+        the shipped weights at ``--lr 2e-3``, docs/surrogate.md). 1 for a fresh U-Net.
+        """
+        return float((self.unet_features(x, raw=True).abs() > 1e-3).float().mean())
 
     def _standardising_first_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first convolution's (weight, bias) acting on raw input as it acts on standardised input.
@@ -222,12 +257,13 @@ class PeriodicUNet(nn.Module):
             x = run_block(dec, torch.cat([x, skips.pop()], dim=1))
         return x
 
-    def pointwise(self, x: torch.Tensor, chunk_voxels: int = 2**18) -> torch.Tensor:
+    def pointwise(self, x: torch.Tensor, chunk_voxels: int = 2**12) -> torch.Tensor:
         """The per-voxel branch; without autograd it runs in slabs of ≤ ``chunk_voxels`` voxels.
 
         Its ``point_channels``-wide hidden layers would otherwise dominate inference memory on big
-        grids (128 channels × 4 B per voxel each); slabs give the identical result since every layer
-        is 1×1×1.
+        grids (128 channels × 4 B per voxel each), and slabs that stay in cache are 1.3–1.6× faster
+        from 20³ voxels up (docs/surrogate.md, speed); slabs give the identical result since every
+        layer is 1×1×1.
         """
         per_slab = x.shape[0] * math.prod(x.shape[3:])
         if torch.is_grad_enabled() or per_slab * x.shape[2] <= chunk_voxels:
@@ -262,22 +298,40 @@ def periodic_tiles(shape: tuple[int, int, int], core: int, halo: int):
 MAX_PASS_VOXELS = 128**3
 
 
+def pointwise_on_orbits(model: PeriodicUNet, x: torch.Tensor, orbits: VoxelOrbits) -> torch.Tensor:
+    """The per-voxel branch of ``x`` ``(C, nx, ny, nz)`` run once per voxel orbit, ``(1, 1, nx, ny, nz)``.
+
+    The features are fields with the structure's symmetry (:mod:`.features`), so every voxel of an
+    orbit has the same feature vector (to float rounding) and the branch, which reads one voxel,
+    the same output: it runs on the orbits' representatives (1/48 of a cubic grid) and is broadcast.
+    """
+    reps = torch.from_numpy(orbits.representatives)
+    values = model.pointwise(x.reshape(x.shape[0], -1)[:, reps][None, :, :, None, None]).reshape(-1)
+    return values[torch.from_numpy(orbits.labels)].reshape(1, 1, *x.shape[1:])
+
+
 @torch.no_grad()
 def predict_grid(model: PeriodicUNet, features: np.ndarray, max_voxels: int = MAX_PASS_VOXELS,
-                 core: int | None = None) -> np.ndarray:
+                 core: int | None = None, orbits: VoxelOrbits | None = None) -> np.ndarray:
     """Run the network on a whole periodic cell, ``features`` ``(C, nx, ny, nz)`` → ELF ``(nx, ny, nz)``.
 
     Cells up to ``max_voxels`` run in one pass (circular padding = exact periodicity). Larger ones
     run in overlapping periodic tiles of ``core`` voxels plus a halo of :meth:`UNetConfig.halo` on
     each side; tile origins are multiples of the pooling stride, so every core voxel sees exactly the
     receptive field it sees untiled and the result equals untiled inference to float rounding.
+    ``orbits``: the voxel orbits of the structure's group on this grid (:func:`elf_workflows.symmetry.voxel_orbits`),
+    for features with that symmetry; the per-voxel branch then runs once per orbit
+    (:func:`pointwise_on_orbits`), the same numbers to float rounding.
     """
     cfg = model.config
     shape = features.shape[1:]
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    point = None
+    if orbits is not None and model.point is not None and len(orbits) < math.prod(shape):
+        point = pointwise_on_orbits(model, x, orbits)
     if core is None and math.prod(shape) <= max_voxels:
-        return model(x[None])[0, 0].numpy()
+        return torch.sigmoid(model.logits(x[None], point))[0, 0].numpy()
     halo = cfg.halo()
     if core is None:
         side = int(round(max_voxels ** (1 / 3)))
@@ -287,7 +341,7 @@ def predict_grid(model: PeriodicUNet, features: np.ndarray, max_voxels: int = MA
     out = np.empty(shape, dtype=np.float32)
     for src, dst in periodic_tiles(shape, core, halo):
         tile = x[(slice(None),) + src]
-        pred = model(tile[None])[0, 0]
+        pred = torch.sigmoid(model.logits(tile[None], None if point is None else point[(slice(None), slice(None)) + src]))[0, 0]
         sizes = [d.stop - d.start for d in dst]
         out[dst] = pred[halo:halo + sizes[0], halo:halo + sizes[1], halo:halo + sizes[2]].numpy()
     return out

@@ -460,7 +460,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
             bar.set_postfix(vox=f"{terms[0].item():.4f}")
         sched.step()
         row = {"epoch": epoch + 1, "seconds": time.perf_counter() - t_ep, "lr": opt.param_groups[0]["lr"],
-               "loss_total": total / n_batches}
+               "loss_total": total / n_batches,
+               "unet_alive": net.unet_alive_fraction(torch.as_tensor(batch[0].features, device=cfg.device)[None])}
         for t, v, w, s in zip(TERMS, sums / n_batches, weighting.weights(), weighting.log_vars.tolist()):
             row[f"loss_{t}"], row[f"weight_{t}"], row[f"s_{t}"] = float(v), float(w), float(s)
         if (epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 >= n_epochs[0]:
@@ -475,7 +476,12 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
         log(" ".join([f"epoch {epoch + 1:3d}", f"total {row['loss_total']:.4f}"]
                      + [f"{t.upper()} {row[f'loss_{t}']:.4f} (w {row[f'weight_{t}']:.2f})" for t in TERMS]
                      + ([f"val MAE {row['val_mae']:.4f}"] if "val_mae" in row else [])
+                     + [f"U-Net alive {row['unet_alive']:.2f}"]
                      + [f"{row['seconds']:.0f} s", "*" if improved else ""]))
+        if row["unet_alive"] < 0.01 and not any(r.get("unet_alive", 1.0) < 0.01 for r in history[:-1]):
+            log(f"warning: the U-Net stage died at epoch {epoch + 1} (only {row['unet_alive']:.1%} of its last-layer "
+                "features are non-zero): from here it outputs a constant and cannot recover; train it with a lower "
+                "--lr (3e-4 kept it alive, docs/surrogate.md)")
         torch.save({"net": net.state_dict(), "weighting": weighting.state_dict(), "opt": opt.state_dict(),
                     "sched": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best,
                     "config": asdict(cfg), "val_ids": [c.id for c in val_cells], "initial_val_mae": initial},
