@@ -353,8 +353,9 @@ class ActiveLearningMaker(Maker):
     Args:
         name: flow name.
         screening: the surrogate screening Maker.
-        engine: its ELF engine; ``surrogate-uncertainty`` adds the symmetry-spread uncertainty
-            that picks the least certain templates.
+        engine: its ELF engine; ``surrogate-uncertainty`` adds the score uncertainty (the surrogate's
+            ELF error at void maxima propagated into each score, ``metrics.uncertainty``) that picks
+            the least certain templates.
         model: surrogate model file for the screening and the comparison (default: the shipped one).
         reference: the DFT Maker (its ``dataset`` is set to ``dataset`` in ``make``).
         n_top: best templates recomputed with DFT.

@@ -188,13 +188,15 @@ def gradient_expansion_engine(structure: Structure, spacing: float = 0.15):
 
 
 def surrogate_uncertainty_engine(structure: Structure, model: str | None = None):
-    """The surrogate ELF plus an uncertainty proxy: the symmetry spread of the raw prediction.
+    """The surrogate ELF plus what the score job needs for an uncertainty of the template's score.
 
-    The SAD input is invariant under the space group, so a perfect model's raw output would be too;
-    the RMS difference between the raw prediction and its group average (the surrogate's output)
-    measures how far the network is from its own symmetry, which grows on cells unlike its
-    training data. ``info["uncertainty"]`` is that RMS (ELF units); the ELF equals
-    ``predict_elf(structure)``.
+    ``info["elf_sigma"]``: the ELF error to propagate into the score (:func:`elf_workflows.templates.score.score_uncertainty`,
+    done by :class:`ScoreMaker`, stored as ``metrics.uncertainty`` in e per metal atom): the surrogate's
+    error at void maxima of unseen elements, :data:`~elf_workflows.templates.score.SURROGATE_VOID_SIGMA`,
+    plus ``info["symmetry_spread"]``, the RMS difference between the raw prediction and its group
+    average. The SAD input is invariant under the space group, so a perfect model's raw output would
+    be too; only a U-Net can break that symmetry, so the spread is 0 for the shipped weights (their
+    U-Net was dropped, docs/surrogate.md). The ELF equals ``predict_elf(structure)``.
     """
     import torch
 
@@ -213,8 +215,11 @@ def surrogate_uncertainty_engine(structure: Structure, model: str | None = None)
     pooled = pool_cell(raw, get_space_group(structure))
     spread = float(np.sqrt(np.mean((np.asarray(raw, float) - pooled) ** 2)))
     elf = np.clip(pooled, 0.0, 1.0).astype(np.float64)
+    from elf_workflows.templates.score import SURROGATE_VOID_SIGMA
+
     return elf, None, {"settings": {"grid": list(elf.shape), **({"model": model} if model else {})},
-                       "model_version": str(loaded.version), "uncertainty": spread}
+                       "model_version": str(loaded.version), "symmetry_spread": spread,
+                       "elf_sigma": SURROGATE_VOID_SIGMA + spread}
 
 
 #: short names of engines defined outside :mod:`elf_workflows.screening`'s registry
@@ -444,7 +449,12 @@ class ScoreMaker(Maker):
             timings={"elf": elf_output.get("seconds"), "score": round(time.perf_counter() - start, 4)},
             grid_shape=elf.shape)
         out = doc.model_dump(mode="json")
-        if info.get("uncertainty") is not None:
+        if info.get("elf_sigma") is not None:  # the engine's ELF error, propagated into the score
+            from elf_workflows.templates.score import score_uncertainty
+
+            out["metrics"]["uncertainty"] = round(score_uncertainty(structure, result.attractors,
+                                                                    float(info["elf_sigma"])), 6)
+        elif info.get("uncertainty") is not None:  # an engine's own uncertainty, as it gives it
             out["metrics"]["uncertainty"] = float(info["uncertainty"])
         return out
 

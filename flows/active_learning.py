@@ -2,8 +2,8 @@
 """Active learning with the jobflow ActiveLearningMaker: surrogate screening → DFT on the
 top-ranked and the least certain templates → compare → add to the dataset → retrain.
 
-The least certain templates are those whose raw surrogate prediction breaks the structure's
-symmetry most (engine surrogate-uncertainty, see docs/flows.md).
+The least certain templates are those whose score is most sensitive to the surrogate's ELF error
+at their void maxima (engine surrogate-uncertainty, see docs/flows.md).
 
 Examples:
   python flows/active_learning.py --elements La,Y,Ca --prototypes fcc,bcc,hcp --pressures 150,250 \\

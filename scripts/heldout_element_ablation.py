@@ -24,7 +24,8 @@ Run:  python scripts/heldout_element_ablation.py --steps 8000 --channels 17 Y,Zn
 (session 4: 17 = without the electrostatic channel; session 5: without the species channels;
 session 6: do more per-voxel steps transfer;
 session 7: ``--compare-width 256``, is the per-voxel branch short of capacity;
-``--ensemble 2``, does the mean of two seeds transfer better than one; ``--extra
+``--ensemble 2``, does the mean of two seeds transfer better than one (and does their disagreement
+flag the cells and voxels where it is wrong: the Spearman of spread against error); ``--extra
 log_participation``, a candidate channel computed here, compared at ``--interstitial-weight``;
 session 8: ``--compare-cell-weight``, do voxels drawn as ``evaluate`` pools them transfer better;
 ``--channels 21``, the compression channel ln(V/V0) (run as a candidate ``--extra``, now channel 22);
@@ -112,8 +113,23 @@ def ensemble_rows(train, val, steps: int, weight: float, members: int) -> list[d
         preds.append(predict(fit(train, every, steps, weight, seed), val, every))
         rows.append({"member": seed, **score(preds[-1], val)})
     mean = [np.mean([p[i] for p in preds], axis=0) for i in range(len(val))]
-    rows.append({"member": f"mean of {members}", **score(mean, val)})
+    rows.append({"member": f"mean of {members}", **score(mean, val), **disagreement_vs_error(preds, mean, val)})
     return rows
+
+
+def disagreement_vs_error(preds: list[list[np.ndarray]], mean: list[np.ndarray], val) -> dict:
+    """Whether the members' disagreement flags the cells where the mean is wrong (an uncertainty proxy):
+    Spearman over cells of the mean |member − mean| against the mean's voxel MAE, and over all
+    voxels of the same two quantities voxel by voxel."""
+    from scipy.stats import spearmanr
+
+    spread = [np.mean([np.abs(p[i] - mean[i]) for p in preds], axis=0) for i in range(len(val))]
+    error = [np.abs(mean[i] - cell.target) for i, cell in enumerate(val)]
+    per_cell = spearmanr([s.mean() for s in spread], [e.mean() for e in error])[0]
+    per_voxel = spearmanr(np.concatenate([s.ravel() for s in spread]), np.concatenate([e.ravel() for e in error]))[0]
+    return {"spread_vs_error_spearman_cells": round(float(per_cell), 3),
+            "spread_vs_error_spearman_voxels": round(float(per_voxel), 3),
+            "mean_spread": round(float(np.mean([s.mean() for s in spread])), 4)}
 
 
 def main() -> None:

@@ -55,6 +55,30 @@ def _run(flow, store) -> None:
     run_locally(flow, store=store, log=False, ensure_success=True, raise_immediately=True)
 
 
+def test_surrogate_uncertainty_is_the_score_uncertainty_of_its_attractors():
+    """``surrogate-uncertainty`` → score job: ``metrics.uncertainty`` is the score's standard deviation
+    under the surrogate's void-maximum ELF error (σ = 0.1 plus the symmetry spread, 0 for the shipped
+    weights), from the document's own attractors; not 0, as the symmetry spread alone was."""
+    from elf_workflows.templates.attractors import Attractor
+    from elf_workflows.templates.score import SURROGATE_VOID_SIGMA, score_uncertainty
+
+    docs = _sublattices()
+    fan = screen_sublattices(docs, SadMaker(), elf_maker_for("surrogate-uncertainty"), ScoreMaker(), StoreMaker())
+    rank = rank_templates(fan.output)
+    store = _store()
+    _run(Flow([fan, rank]), store)
+    seen = []
+    for row in store.get_output(rank.uuid):
+        doc = store.query_one({"name": f"score {row['template_id']}"}, load=False)["output"]
+        attractors = [Attractor(**a) for a in doc["attractors"]]
+        structure = Structure.from_dict(next(d for d in docs if d["template_id"] == row["template_id"])["structure"])
+        expected = score_uncertainty(structure, attractors, SURROGATE_VOID_SIGMA)
+        assert doc["metrics"]["uncertainty"] == pytest.approx(expected, abs=1e-6)
+        assert row["uncertainty"] == doc["metrics"]["uncertainty"]
+        seen.append(doc["metrics"]["uncertainty"])
+    assert max(seen) > 0.01  # compressed fcc Al's voids localise (ELF ≈ 0.7): its score has an error bar
+
+
 def test_griddata_roundtrip_is_exact_float32_and_chgcar_holds_rho_v():
     values = np.random.default_rng(0).random((5, 6, 7))
     grid = GridData(values, kind="sad", units="e/Å³")

@@ -142,3 +142,28 @@ def test_an_orbit_with_fewer_grid_maxima_than_images_never_counts_more_electrons
     assert sum(a.multiplicity * a.electrons for a in result.attractors) == pytest.approx(24.0, abs=1e-4)
     assert result.metrics["interstitial_electrons"] <= 24.0 + 1e-4
     assert result.score < 1.5
+
+
+def test_score_uncertainty_propagates_the_elf_error_through_the_clipped_weight():
+    """Against limits for one attractor of m·q = 4 e in a one-metal cell: linear regime
+    (σ·4/0.5), at the 0.5 threshold (half a normal: σ/0.5·4·√(1/2 − 1/(2π))), far below (0)."""
+    from pymatgen.core import Lattice, Structure
+
+    from elf_workflows.templates.score import score_uncertainty
+
+    cell = Structure(Lattice.cubic(3.0), ["Al"], [[0, 0, 0]])
+
+    def void(elf):
+        return _att("interstitial", elf, 2.0, 2)
+
+    sigma = 0.02
+    assert abs(score_uncertainty(cell, [void(0.75)], sigma) - sigma * 4 / 0.5) < 1e-9
+    assert abs(score_uncertainty(cell, [void(0.5)], sigma) - sigma / 0.5 * 4 * np.sqrt(0.5 - 0.5 / np.pi)) < 1e-9
+    assert score_uncertainty(cell, [void(0.2)], sigma) < 1e-12
+    two = score_uncertainty(cell, [void(0.75), void(0.75)], sigma)
+    assert abs(two - np.sqrt(2) * sigma * 4 / 0.5) < 1e-9  # independent attractors add in quadrature
+    assert score_uncertainty(cell, [_att("atomic", 0.6, 5.0, 1)], sigma) == 0.0
+    from elf_workflows.templates.score import localisation_weight  # near the upper clip: against sampling
+
+    sampled = 4 * localisation_weight(0.95 + 0.1 * np.random.default_rng(0).standard_normal(400_000)).std()
+    assert abs(score_uncertainty(cell, [void(0.95)], 0.1) / sampled - 1) < 0.01

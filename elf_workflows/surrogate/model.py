@@ -212,7 +212,7 @@ class PeriodicUNet(nn.Module):
     def drop_unet(self) -> float:
         """Zero the head's weights, leaving the per-voxel branch plus a constant; return the largest |weight| removed.
 
-        For weights whose U-Net stage learned nothing (the shipped ones: its output varies by < 1e-4 in
+        For weights whose U-Net stage learned nothing (the shipped ones: its output varies by < 1e-6 in
         logit over a cell, docs/surrogate.md), inference then skips the U-Net. Training still runs it.
         """
         largest = float(self.head.weight.abs().max())
