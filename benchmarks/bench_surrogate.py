@@ -119,7 +119,7 @@ def stage_times(model, structures, shapes, cold_symmetry: bool = False) -> dict:
         species_features,
     )
     from elf_workflows.surrogate.infer import model_grid
-    from elf_workflows.surrogate.model import pointwise_on_orbits
+    from elf_workflows.surrogate.model import per_voxel_elf, pointwise_on_orbits
     from elf_workflows.surrogate.symmetry_pool import pool_cell
     from elf_workflows.symmetry import get_space_group, voxel_orbits
 
@@ -132,23 +132,30 @@ def stage_times(model, structures, shapes, cold_symmetry: bool = False) -> dict:
         return out
 
     net = model.net.eval()
+    per_voxel = net.point is not None and not net.unet_active()  # the shipped path: channels at orbit representatives
     for s, shape in zip(structures, shapes):
         if cold_symmetry:
             clear_caches()
         group = clock("space group + native grid", lambda: (g := get_space_group(s), model_grid(s, model, g)))
         grid = group[1]
-        rho = clock("SAD", sad_density, s, grid)
-        dens = clock("density channels (14)", input_features, rho, s.lattice)
-        spec = clock("species channels (3)", species_features, s, grid)
-        elec = clock("electrostatic channel", electrostatic_features, s, grid).astype(np.float32)
-        atom = clock("atomic-limit channels (3)", atomic_limit_features, s, grid)
-        comp = clock("compression channel", compression_features, s, grid)
-        x = torch.from_numpy(np.concatenate([dens, spec, elec, atom, comp]))
         orbits = clock("voxel orbits", voxel_orbits, group[0], grid)
+        at = orbits.representatives if per_voxel else None
+        rho = clock("SAD", sad_density, s, grid)
+        dens = clock("density channels (14)", input_features, rho, s.lattice, None, at)
+        spec = clock("species channels (3)", lambda: species_features(s, grid, at=at))
+        elec = clock("electrostatic channel", lambda: electrostatic_features(s, grid, at=at))
+        atom = clock("atomic-limit channels (3)", lambda: atomic_limit_features(s, grid, at=at))
+        comp = clock("compression channel", lambda: compression_features(s, grid, at=at))
+        x = np.concatenate([dens, spec, elec, atom, comp])
         with torch.inference_mode():
-            point = clock("per-voxel branch (once per orbit)", pointwise_on_orbits, net, x, orbits)
-            out = clock("U-Net", lambda: torch.sigmoid(net.logits(x[None], point))[0, 0].numpy())
-        out = clock("symmetry pooling", pool_cell, out, group[0])
+            if per_voxel:
+                values = clock("per-voxel branch (at the orbit representatives)", per_voxel_elf, net, x)
+                out = clock("broadcast over the orbits", orbits.broadcast, values)
+            else:
+                x = torch.from_numpy(x)
+                point = clock("per-voxel branch (once per orbit)", pointwise_on_orbits, net, x, orbits)
+                out = clock("U-Net", lambda: torch.sigmoid(net.logits(x[None], point))[0, 0].numpy())
+                out = clock("symmetry pooling", pool_cell, out, group[0])
         clock("interpolation to the DFT grid", fourier_interpolate, out, tuple(shape))
     return {name: round(float(np.median(v)), 2) for name, v in times.items()}
 

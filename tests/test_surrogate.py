@@ -339,6 +339,31 @@ def test_pointwise_branch_once_per_orbit_equals_every_voxel():
         assert full.std() > 0.05 and np.abs(full - fast).max() < 1e-6
 
 
+def test_a_per_voxel_model_at_orbit_representatives_equals_the_whole_pipeline():
+    """A model whose U-Net is dropped (the shipped one) forms its channels and runs its branch only at
+    the orbits' representatives: the same ELF as every channel on every voxel + network + pooling."""
+    from elf_workflows.surrogate.features import cell_features
+    from elf_workflows.surrogate.infer import model_grid, predict_native
+    from elf_workflows.surrogate.symmetry_pool import pool_cell
+    from elf_workflows.symmetry import voxel_orbits
+
+    model = load_model()
+    assert not model.net.unet_active()
+    for structure in (b2(3.3, "Fe", "Pb"), Structure(Lattice.hexagonal(2.9, 4.7), ["Mg", "Mg"],
+                                                     [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])):
+        group = get_space_group(structure)
+        shape = model_grid(structure, model, group)
+        rho = sad_density(structure, shape)
+        orbits = voxel_orbits(group, shape)
+        full = cell_features(structure, rho)
+        np.testing.assert_array_equal(cell_features(structure, rho, at=orbits.representatives),
+                                      full.reshape(len(full), -1)[:, orbits.representatives])
+        with torch.inference_mode():
+            fast = predict_native(structure, model)
+        slow = pool_cell(predict_grid(model.net, full), group)
+        assert fast.shape == shape and fast.std() > 0.05 and np.abs(fast - slow).max() < 1e-6
+
+
 def test_a_dropped_unet_leaves_bias_plus_pointwise_and_is_skipped_at_inference():
     net = random_model().net
     x = torch.randn(1, N_FEATURES, 8, 8, 8)

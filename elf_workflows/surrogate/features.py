@@ -67,6 +67,16 @@ COULOMB_EV_ANGSTROM = 14.399645
 POTENTIAL_SCALE = 2.0
 
 
+def _pick(field: np.ndarray, at: np.ndarray | None) -> np.ndarray:
+    """The whole field, or its values at the C-order flat voxel indices ``at``."""
+    return field if at is None else field.reshape(-1)[at]
+
+
+def _channels(n: int, shape: tuple[int, ...], at: np.ndarray | None) -> np.ndarray:
+    """An empty float32 array for ``n`` channels on the grid ``shape``, or at the voxels ``at``."""
+    return np.empty((n, *shape) if at is None else (n, len(at)), dtype=np.float32)
+
+
 def _derivatives(density: np.ndarray, lattice: Lattice,
                  spectrum: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rho = np.maximum(np.asarray(density, float), RHO_FLOOR)
@@ -97,7 +107,7 @@ def gradient_expansion_elf(density: np.ndarray, lattice: Lattice) -> np.ndarray:
 
 
 def multiscale_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None = None,
-                        spectrum: np.ndarray | None = None) -> np.ndarray:
+                        spectrum: np.ndarray | None = None, at: np.ndarray | None = None) -> np.ndarray:
     """Where each voxel sits in its surroundings, at several length scales; ``(10, nx, ny, nz)`` float32.
 
     With ρ_σ the density smoothed over σ Å (:func:`elf_workflows.grids.gaussian_smooth`):
@@ -112,25 +122,29 @@ def multiscale_features(density: np.ndarray, lattice: Lattice, out: np.ndarray |
     time, written into ``out`` (float32) so big grids hold one float64 scale, not all ten, and all
     from one forward FFT (``spectrum``, the density's ``rfftn``, computed here when not given). Each
     family lowers the validation MAE of a per-voxel model (the ablation is in docs/surrogate.md).
+    ``at``: only at these C-order flat voxel indices, ``(10, len(at))`` (the smoothings still take the
+    whole grid).
     """
     n_ratio, n_deriv = len(SMOOTHING_WIDTHS), len(SMOOTHED_DERIVATIVE_WIDTHS)
     if out is None:
-        out = np.empty((n_ratio + 2 * n_deriv, *np.shape(density)), dtype=np.float32)
-    rho = np.maximum(np.asarray(density, float), RHO_FLOOR)
+        out = _channels(n_ratio + 2 * n_deriv, np.shape(density), at)
+    rho = np.maximum(_pick(np.asarray(density, float), at), RHO_FLOOR)
     spectrum = real_spectrum(density) if spectrum is None else spectrum
     for k, w in enumerate(SMOOTHING_WIDTHS):
-        rho_w = np.maximum(gaussian_smooth(density, lattice, w, spectrum=spectrum), RHO_FLOOR)
+        rho_w = np.maximum(_pick(gaussian_smooth(density, lattice, w, spectrum=spectrum), at), RHO_FLOOR)
         out[k] = np.log(rho_w / rho) / 4.0
         if w in SMOOTHED_DERIVATIVE_WIDTHS:
             d = SMOOTHED_DERIVATIVE_WIDTHS.index(w)
-            t = w * np.sqrt(fft_derivative(density, lattice, "squared_gradient", smoothing=w, spectrum=spectrum)) / rho_w
+            grad2 = _pick(fft_derivative(density, lattice, "squared_gradient", smoothing=w, spectrum=spectrum), at)
+            t = w * np.sqrt(grad2) / rho_w
             out[n_ratio + d] = t / (1.0 + t)
-            lap = fft_derivative(density, lattice, "laplacian", smoothing=w, spectrum=spectrum)
+            lap = _pick(fft_derivative(density, lattice, "laplacian", smoothing=w, spectrum=spectrum), at)
             out[n_ratio + n_deriv + d] = np.tanh(w**2 * lap / rho_w)
     return out
 
 
-def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None = None) -> np.ndarray:
+def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None = None,
+                   at: np.ndarray | None = None) -> np.ndarray:
     """The density channels (:data:`DENSITY_FEATURES`) from a density (e/Å³), float32, each bounded or of order one.
 
     Local (4):
@@ -141,11 +155,12 @@ def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None
     - ``ge_elf``: :func:`gradient_expansion_elf` of the density;
 
     multi-scale (10): :func:`multiscale_features`. ``out``: a float32 array to write them into.
+    ``at``: only at these C-order flat voxel indices, ``(14, len(at))``.
     """
     if out is None:
-        out = np.empty((len(DENSITY_FEATURES), *np.shape(density)), dtype=np.float32)
+        out = _channels(len(DENSITY_FEATURES), np.shape(density), at)
     spectrum = real_spectrum(density)  # one forward FFT for all fourteen channels
-    rho, grad2, lap = _derivatives(density, lattice, spectrum)
+    rho, grad2, lap = (_pick(f, at) for f in _derivatives(density, lattice, spectrum))
     kf = (3 * np.pi**2) ** (1.0 / 3.0)
     s = np.sqrt(grad2) / (2 * kf * rho ** (4.0 / 3.0))
     out[0] = np.log(rho) / 4.0
@@ -154,7 +169,7 @@ def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None
     out[2] = np.tanh(lap / (4 * kf**2 * rho ** (5.0 / 3.0)))
     out[3] = _ge_elf(rho, grad2, lap)
     del rho, grad2, lap
-    multiscale_features(density, lattice, out=out[4:], spectrum=spectrum)
+    multiscale_features(density, lattice, out=out[4:], spectrum=spectrum, at=at)
     return out
 
 
@@ -168,12 +183,13 @@ def element_properties(symbol: str) -> tuple[float, float, float]:
     return group / 18.0, el.row / 7.0, float(x) / 4.0
 
 
-def species_features(structure: Structure, shape: tuple[int, int, int], sigma: float = SPECIES_SIGMA) -> np.ndarray:
+def species_features(structure: Structure, shape: tuple[int, int, int], sigma: float = SPECIES_SIGMA,
+                     at: np.ndarray | None = None) -> np.ndarray:
     """Element properties (:func:`element_properties`) spread over the cell, shape ``(3, nx, ny, nz)``.
 
     p(r) = Σ_j p_j g(r − r_j) / Σ_j g(r − r_j) with periodic Gaussian weights g of width ``sigma`` Å
     (Fourier superposition, exactly periodic and symmetric): the property of the nearest atoms,
-    blended smoothly between atoms of different species.
+    blended smoothly between atoms of different species. ``at``: only at these flat voxel indices.
     """
     from elf_workflows.sad import structure_factor
 
@@ -190,8 +206,8 @@ def species_features(structure: Structure, shape: tuple[int, int, int], sigma: f
         for k, p in enumerate(element_properties(symbol)):
             num[k] += p * sf
     weight = real_field(den, shape)
-    weight = np.maximum(weight, 1e-12 * weight.max())
-    return np.stack([real_field(num[k], shape) / weight for k in range(3)]).astype(np.float32)
+    weight = _pick(np.maximum(weight, 1e-12 * weight.max()), at)
+    return np.stack([_pick(real_field(num[k], shape), at) / weight for k in range(3)]).astype(np.float32)
 
 
 def electrostatic_potential(structure: Structure, shape: tuple[int, int, int],
@@ -218,14 +234,14 @@ def electrostatic_potential(structure: Structure, shape: tuple[int, int, int],
     return real_field(spectrum, shape)
 
 
-def electrostatic_features(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
+def electrostatic_features(structure: Structure, shape: tuple[int, int, int], at: np.ndarray | None = None) -> np.ndarray:
     """The electrostatic channel (:data:`ELECTROSTATIC_FEATURES`), ``(1, nx, ny, nz)`` float32.
 
     ``electrostatic`` = asinh(V/s), V from :func:`electrostatic_potential`, s = :data:`POTENTIAL_SCALE`.
     Added in session 4: on three validation sets of elements held out of training (Y+Zn, Sr+Ti,
     Nb+Cs) it lowered a per-voxel model's voxel MAE by 7–13 % (docs/surrogate.md).
     """
-    v = electrostatic_potential(structure, shape)
+    v = _pick(electrostatic_potential(structure, shape), at)
     return np.arcsinh(v / POTENTIAL_SCALE)[None].astype(np.float32)
 
 
@@ -276,7 +292,7 @@ def atomic_limit_elf(structure: Structure, shape: tuple[int, int, int]) -> np.nd
     return elf_from_kinetic(*_atomic_limit_fields(structure, shape))
 
 
-def atomic_limit_features(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
+def atomic_limit_features(structure: Structure, shape: tuple[int, int, int], at: np.ndarray | None = None) -> np.ndarray:
     """The atomic-limit channels (:data:`ATOMIC_LIMIT_FEATURES`), ``(3, nx, ny, nz)`` float32.
 
     - ``atomic_limit_elf``: :func:`atomic_limit_elf`;
@@ -286,16 +302,16 @@ def atomic_limit_features(structure: Structure, shape: tuple[int, int, int]) -> 
     - ``log_pseudo_density``: ln(ñ / 1 e Å⁻³)/4 of the free pseudo atoms, the density GPAW's ELF is
       built from (the density channels read the renormalised valence SAD).
     """
-    rho, grad2, tau = _atomic_limit_fields(structure, shape)
+    rho, grad2, tau = (_pick(f, at) for f in _atomic_limit_fields(structure, shape))
     chi = np.abs(_pauli_ratio(rho, grad2, tau))
-    out = np.empty((len(ATOMIC_LIMIT_FEATURES), *shape), dtype=np.float32)
+    out = _channels(len(ATOMIC_LIMIT_FEATURES), shape, at)
     out[0] = 1.0 / (1.0 + chi**2)  # elf_from_kinetic, from the χ computed once
     out[1] = np.clip(np.log(np.maximum(chi, 1e-12)) / 4.0, -2.0, 2.0)
     out[2] = np.log(np.maximum(rho, RHO_FLOOR)) / 4.0
     return out
 
 
-def compression_features(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
+def compression_features(structure: Structure, shape: tuple[int, int, int], at: np.ndarray | None = None) -> np.ndarray:
     """ln(V/V0) of the cell on every voxel, ``(1, nx, ny, nz)`` float32 (session 8).
 
     V/V0 is the volume per atom over the mean ambient volume per atom of the cell's elements
@@ -305,7 +321,7 @@ def compression_features(structure: Structure, shape: tuple[int, int, int]) -> n
     """
     from elf_workflows.surrogate.domain import compression_ratio
 
-    return np.full((1, *shape), np.log(compression_ratio(structure)), dtype=np.float32)
+    return np.full((1, *shape) if at is None else (1, len(at)), np.log(compression_ratio(structure)), dtype=np.float32)
 
 
 def log_participation(structure: Structure, shape: tuple[int, int, int]) -> np.ndarray:
@@ -327,18 +343,20 @@ def log_participation(structure: Structure, shape: tuple[int, int, int]) -> np.n
     return (0.5 * np.log(np.clip(rho**2 / squares, 1.0, PARTICIPATION_MAX))).astype(np.float32)
 
 
-def cell_features(structure: Structure, density: np.ndarray) -> np.ndarray:
+def cell_features(structure: Structure, density: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
     """All input channels (:data:`FEATURE_NAMES`) of a structure whose density (e/Å³) is given on its grid.
 
     Each family is written into one preallocated float32 array, so a big grid never holds the
-    channels twice.
+    channels twice. ``at``: only at these C-order flat voxel indices, ``(N_FEATURES, len(at))`` — what
+    a per-voxel model needs at the voxel orbits' representatives (the fields behind the channels are
+    still computed on the whole grid; the pointwise arithmetic on them is not).
     """
     shape = density.shape
-    out = np.empty((N_FEATURES, *shape), dtype=np.float32)
+    out = _channels(N_FEATURES, shape, at)
     start = len(DENSITY_FEATURES)
-    input_features(density, structure.lattice, out=out[:start])
+    input_features(density, structure.lattice, out=out[:start], at=at)
     for names, family in ((SPECIES_FEATURES, species_features), (ELECTROSTATIC_FEATURES, electrostatic_features),
                           (ATOMIC_LIMIT_FEATURES, atomic_limit_features), (COMPRESSION_FEATURES, compression_features)):
-        out[start:start + len(names)] = family(structure, shape)
+        out[start:start + len(names)] = family(structure, shape, at=at)
         start += len(names)
     return out

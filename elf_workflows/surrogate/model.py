@@ -311,6 +311,18 @@ def pointwise_on_orbits(model: PeriodicUNet, x: torch.Tensor, orbits: VoxelOrbit
 
 
 @torch.no_grad()
+def per_voxel_elf(model: PeriodicUNet, rows: np.ndarray) -> np.ndarray:
+    """ELF of a model whose U-Net is dropped (:meth:`PeriodicUNet.drop_unet`) from feature columns ``(C, n)``, ``(n,)``.
+
+    sigmoid(head bias + per-voxel branch): the whole network's output at those voxels, exactly.
+    """
+    if model.unet_active() or model.point is None:
+        raise ValueError("per_voxel_elf needs a model whose U-Net is dropped and which has a per-voxel branch")
+    x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))[None, :, :, None, None]
+    return torch.sigmoid(model.head.bias + model.pointwise(x)).reshape(-1).numpy()
+
+
+@torch.no_grad()
 def predict_grid(model: PeriodicUNet, features: np.ndarray, max_voxels: int = MAX_PASS_VOXELS,
                  core: int | None = None, orbits: VoxelOrbits | None = None) -> np.ndarray:
     """Run the network on a whole periodic cell, ``features`` ``(C, nx, ny, nz)`` → ELF ``(nx, ny, nz)``.
