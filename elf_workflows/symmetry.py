@@ -224,6 +224,7 @@ class GridMaps:
 
     Attributes:
         ops: indices of the compatible operators in the group.
+        scaled: ``S_ba = W_ba N_b / N_a`` per operator, ``(n, 3, 3)`` integers: j = S i + t (mod N).
         shifts: ``t = w N`` per operator, ``(n, 3)`` integers.
         source: for operators that permute and flip axes (j_b = σ_b i_{a_b} + t_b), a_b per row;
             −1 throughout for operators that mix axes.
@@ -231,6 +232,7 @@ class GridMaps:
     """
 
     ops: np.ndarray
+    scaled: np.ndarray
     shifts: np.ndarray
     source: np.ndarray
     signs: np.ndarray
@@ -248,7 +250,7 @@ def grid_maps(group: SpaceGroup, shape: Shape) -> GridMaps:
         permutes = np.all(nonzero.sum(1) == 1, axis=1) & np.all(nonzero.sum(2) == 1, axis=1)
         source = np.where(permutes[:, None], nonzero.argmax(2), -1)
         signs = np.where(permutes[:, None], np.take_along_axis(scaled, nonzero.argmax(2)[..., None], 2)[..., 0], 0)
-        group._cache[key] = GridMaps(ops, shifts, source, signs)
+        group._cache[key] = GridMaps(ops, scaled, shifts, source, signs)
     return group._cache[key]
 
 
@@ -345,15 +347,14 @@ def _axis_image_terms(maps: GridMaps, shape: Shape, dtype) -> tuple[np.ndarray, 
     return terms[0][:, :, None, None], terms[1][:, None, :, None], terms[2][:, None, None, :]
 
 
-def _right_coset_representatives(group: SpaceGroup, maps: GridMaps, shape: Shape) -> list[int]:
+def _right_coset_representatives(maps: GridMaps, shape: Shape) -> list[int]:
     """Operators m_k (group indices) whose right cosets P·m_k, with P the axis-permuting operators, cover the rest.
 
     The axis-permuting operators form a subgroup P (products of signed permutations are signed
     permutations), so the compatible group is P ∪ P·m_1 ∪ …; operators compose in the grid's index
     frame, j = S i + t (mod N).
     """
-    n = np.asarray(shape)
-    scaled = np.round(group.rotations[maps.ops] * (n[None, :, None] / n[None, None, :])).astype(np.int64)
+    n, scaled = np.asarray(shape), maps.scaled
     permuting = maps.source[:, 0] >= 0
 
     def key(S: np.ndarray, t: np.ndarray) -> bytes:
@@ -386,7 +387,8 @@ def voxel_orbits(group: SpaceGroup, shape: Shape) -> VoxelOrbits:
         maps = grid_maps(group, shape)
         n = math.prod(shape)
         dtype = np.int32 if n < 2**31 else np.int64
-        least = np.arange(n, dtype=dtype).reshape(shape)
+        index = np.arange(n, dtype=dtype)
+        least = index.reshape(shape).copy()
         rows = max(1, _ORBIT_BLOCK // n)  # operators per broadcast block
         terms = _axis_image_terms(maps, shape, dtype)
         for start in range(0, len(terms[0]), rows):
@@ -394,9 +396,9 @@ def voxel_orbits(group: SpaceGroup, shape: Shape) -> VoxelOrbits:
             np.minimum(least, images.min(axis=0), out=least)
         least = least.ravel()
         within_p = least.copy() if len(maps.ops) > len(terms[0]) else least
-        for op in _right_coset_representatives(group, maps, shape):  # min over g = p·m of the P-minimum at m(x)
+        for op in _right_coset_representatives(maps, shape):  # min over g = p·m of the P-minimum at m(x)
             np.minimum(least, within_p[group.flat_voxel_images(shape, op).ravel()], out=least)
-        first = least == np.arange(n, dtype=dtype)
+        first = least == index
         labels = (np.cumsum(first, dtype=dtype) - 1)[least]
         representatives = np.flatnonzero(first)
         group._cache[key] = VoxelOrbits(shape, labels, representatives, np.bincount(labels, minlength=len(representatives)))

@@ -70,6 +70,17 @@ def localisation_weight(elf: float | np.ndarray) -> np.ndarray:
     return np.clip((np.asarray(elf, float) - ELF_GAS) / (1 - ELF_GAS), 0.0, 1.0)
 
 
+def _interstitial_terms(structure: Structure,
+                        attractors: list[Attractor]) -> tuple[int, list[Attractor], np.ndarray, np.ndarray]:
+    """(N_metal, the interstitial attractors, their m_a q_a, their η_a): what a score is made of."""
+    from elf_workflows.elements import is_metal
+
+    n_metal = sum(1 for site in structure if is_metal(site.specie.symbol)) or len(structure)
+    inter = [a for a in attractors if a.kind == "interstitial"]
+    electrons = np.array([a.multiplicity * np.nan_to_num(a.electrons) for a in inter], float)
+    return n_metal, inter, electrons, np.array([a.elf for a in inter], float)
+
+
 def score_uncertainty(structure: Structure, attractors: list[Attractor], sigma: float) -> float:
     """Standard deviation of the score (e per metal atom) when every interstitial ELF maximum is off by N(0, σ²).
 
@@ -82,13 +93,10 @@ def score_uncertainty(structure: Structure, attractors: list[Attractor], sigma: 
     """
     from scipy.special import ndtr
 
-    from elf_workflows.elements import is_metal
-
-    inter = [a for a in attractors if a.kind == "interstitial"]
+    n_metal, inter, electrons, eta = _interstitial_terms(structure, attractors)
     if not inter or sigma <= 0:
         return 0.0
-    n_metal = sum(1 for site in structure if is_metal(site.specie.symbol)) or len(structure)
-    mu = (np.array([a.elf for a in inter], float) - ELF_GAS) / (1 - ELF_GAS)
+    mu = (eta - ELF_GAS) / (1 - ELF_GAS)
     sd = sigma / (1 - ELF_GAS)
     lo, hi = -mu / sd, (1 - mu) / sd  # the clip bounds in standard units
     phi_lo, phi_hi = np.exp(-0.5 * lo**2) / np.sqrt(2 * np.pi), np.exp(-0.5 * hi**2) / np.sqrt(2 * np.pi)
@@ -96,8 +104,7 @@ def score_uncertainty(structure: Structure, attractors: list[Attractor], sigma: 
     mean = mu * inside + sd * (phi_lo - phi_hi) + above
     square = (mu**2 * inside + 2 * mu * sd * (phi_lo - phi_hi)
               + sd**2 * (inside + lo * phi_lo - hi * phi_hi) + above)
-    scale = np.array([a.multiplicity * np.nan_to_num(a.electrons) for a in inter], float) / n_metal
-    return float(np.sqrt((scale**2 * np.maximum(square - mean**2, 0.0)).sum()))
+    return float(np.sqrt(((electrons / n_metal) ** 2 * np.maximum(square - mean**2, 0.0)).sum()))
 
 
 #: ELF error (σ, standard deviation) of the shipped surrogate's per-voxel branch at void maxima of
@@ -107,16 +114,11 @@ SURROGATE_VOID_SIGMA = 0.1
 
 def score_attractors(structure: Structure, attractors: list[Attractor]) -> tuple[float, dict]:
     """(score, metrics) from attractor data; see the module docstring for the formula."""
-    from elf_workflows.elements import is_metal
     from elf_workflows.sad import valence_count
 
-    n_metal = sum(1 for site in structure if is_metal(site.specie.symbol)) or len(structure)
-    inter = [a for a in attractors if a.kind == "interstitial"]
-    m = np.array([a.multiplicity for a in inter], float)
-    q = np.nan_to_num(np.array([a.electrons for a in inter], float))
-    eta = np.array([a.elf for a in inter], float)
-    weighted = float((m * q * localisation_weight(eta)).sum()) if inter else 0.0
-    total_inter = float((m * q).sum()) if inter else 0.0
+    n_metal, inter, electrons, eta = _interstitial_terms(structure, attractors)
+    weighted = float((electrons * localisation_weight(eta)).sum()) if inter else 0.0
+    total_inter = float(electrons.sum()) if inter else 0.0
     valence = float(valence_count(structure))
     metrics = {
         "formula": SCORE_FORMULA,
