@@ -90,7 +90,12 @@ class SpaceGroup:
         return flat
 
     def axis_groups(self) -> list[list[int]]:
-        """Axes that rotations mix (they need equal grid sizes), as groups of axis indices."""
+        """Axes that rotations mix (they need equal grid sizes), as groups of axis indices (computed once per group)."""
+        if "axis_groups" not in self._cache:
+            self._cache["axis_groups"] = self._axis_groups()
+        return [list(axes) for axes in self._cache["axis_groups"]]
+
+    def _axis_groups(self) -> list[list[int]]:
         parent = [0, 1, 2]
 
         def find(a: int) -> int:
@@ -109,7 +114,12 @@ class SpaceGroup:
         return list(groups.values())
 
     def translation_denominators(self) -> list[int]:
-        """Per axis, the least common denominator of the fractional translations."""
+        """Per axis, the least common denominator of the fractional translations (computed once per group)."""
+        if "translation_denominators" not in self._cache:
+            self._cache["translation_denominators"] = self._translation_denominators()
+        return list(self._cache["translation_denominators"])
+
+    def _translation_denominators(self) -> list[int]:
         out = []
         for a in range(3):
             values = np.unique(np.round(self.translations[:, a], 9))  # a handful of distinct values

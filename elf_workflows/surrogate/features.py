@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from elf_workflows.grids import fft_derivative, gaussian_smooth, real_field, real_spectrum, reciprocal_vectors
+from elf_workflows.grids import (
+    derived_fields,
+    fft_derivative,
+    frequencies,
+    real_field,
+    real_fields,
+    real_spectrum,
+    spectral_operators,
+)
 
 if TYPE_CHECKING:
     from pymatgen.core import Lattice, Structure
@@ -106,6 +114,30 @@ def gradient_expansion_elf(density: np.ndarray, lattice: Lattice) -> np.ndarray:
     return _ge_elf(*_derivatives(density, lattice))
 
 
+def _multiscale_requests() -> list[tuple[str, float]]:
+    """The (derivative, σ) of :func:`multiscale_features`, in the order it consumes them."""
+    requests = []
+    for w in SMOOTHING_WIDTHS:
+        requests.append(("value", w))
+        if w in SMOOTHED_DERIVATIVE_WIDTHS:
+            requests += [("squared_gradient", w), ("laplacian", w)]
+    return requests
+
+
+def _fill_multiscale(out: np.ndarray, rho: np.ndarray, fields) -> np.ndarray:
+    """Write the ten multiscale channels into ``out`` from the fields of :func:`_multiscale_requests` (an iterator)."""
+    n_ratio, n_deriv = len(SMOOTHING_WIDTHS), len(SMOOTHED_DERIVATIVE_WIDTHS)
+    for k, w in enumerate(SMOOTHING_WIDTHS):
+        rho_w = np.maximum(next(fields), RHO_FLOOR)
+        out[k] = np.log(rho_w / rho) / 4.0
+        if w in SMOOTHED_DERIVATIVE_WIDTHS:
+            d = SMOOTHED_DERIVATIVE_WIDTHS.index(w)
+            t = w * np.sqrt(next(fields)) / rho_w
+            out[n_ratio + d] = t / (1.0 + t)
+            out[n_ratio + n_deriv + d] = np.tanh(w**2 * next(fields) / rho_w)
+    return out
+
+
 def multiscale_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None = None,
                         spectrum: np.ndarray | None = None, at: np.ndarray | None = None) -> np.ndarray:
     """Where each voxel sits in its surroundings, at several length scales; ``(10, nx, ny, nz)`` float32.
@@ -118,29 +150,20 @@ def multiscale_features(density: np.ndarray, lattice: Lattice, out: np.ndarray |
       centres of symmetric environments (void centres, nuclei), larger off-centre;
     - ``smooth_laplacian_σ`` = tanh(σ²∇²ρ_σ/ρ_σ): curvature of the surroundings (> 0 at minima).
 
-    Derivatives through :func:`elf_workflows.grids.fft_derivative` (``smoothing=σ``); one scale at a
-    time, written into ``out`` (float32) so big grids hold one float64 scale, not all ten, and all
-    from one forward FFT (``spectrum``, the density's ``rfftn``, computed here when not given). Each
+    Derivatives through :func:`elf_workflows.grids.derived_fields` (the multipliers of
+    :func:`elf_workflows.grids.fft_derivative`, ``smoothing=σ``), all from one forward FFT
+    (``spectrum``, the density's ``rfftn``, computed here when not given), written into ``out``
+    (float32) one scale at a time: big grids hold one float64 field at a time, not all ten. Each
     family lowers the validation MAE of a per-voxel model (the ablation is in docs/surrogate.md).
     ``at``: only at these C-order flat voxel indices, ``(10, len(at))`` (the smoothings still take the
     whole grid).
     """
-    n_ratio, n_deriv = len(SMOOTHING_WIDTHS), len(SMOOTHED_DERIVATIVE_WIDTHS)
     if out is None:
-        out = _channels(n_ratio + 2 * n_deriv, np.shape(density), at)
+        out = _channels(len(SMOOTHING_WIDTHS) + 2 * len(SMOOTHED_DERIVATIVE_WIDTHS), np.shape(density), at)
     rho = np.maximum(_pick(np.asarray(density, float), at), RHO_FLOOR)
     spectrum = real_spectrum(density) if spectrum is None else spectrum
-    for k, w in enumerate(SMOOTHING_WIDTHS):
-        rho_w = np.maximum(_pick(gaussian_smooth(density, lattice, w, spectrum=spectrum), at), RHO_FLOOR)
-        out[k] = np.log(rho_w / rho) / 4.0
-        if w in SMOOTHED_DERIVATIVE_WIDTHS:
-            d = SMOOTHED_DERIVATIVE_WIDTHS.index(w)
-            grad2 = _pick(fft_derivative(density, lattice, "squared_gradient", smoothing=w, spectrum=spectrum), at)
-            t = w * np.sqrt(grad2) / rho_w
-            out[n_ratio + d] = t / (1.0 + t)
-            lap = _pick(fft_derivative(density, lattice, "laplacian", smoothing=w, spectrum=spectrum), at)
-            out[n_ratio + n_deriv + d] = np.tanh(w**2 * lap / rho_w)
-    return out
+    fields = derived_fields(spectrum, lattice, np.shape(density), _multiscale_requests(), at)
+    return _fill_multiscale(out, rho, fields)
 
 
 def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None = None,
@@ -154,13 +177,16 @@ def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None
     - ``reduced_laplacian``: tanh(q) with q = ∇²ρ / (4 (3π²)^{2/3} ρ^{5/3});
     - ``ge_elf``: :func:`gradient_expansion_elf` of the density;
 
-    multi-scale (10): :func:`multiscale_features`. ``out``: a float32 array to write them into.
+    multi-scale (10): :func:`multiscale_features`. All twenty derived fields come from one forward
+    FFT (:func:`elf_workflows.grids.derived_fields`). ``out``: a float32 array to write them into.
     ``at``: only at these C-order flat voxel indices, ``(14, len(at))``.
     """
     if out is None:
         out = _channels(len(DENSITY_FEATURES), np.shape(density), at)
-    spectrum = real_spectrum(density)  # one forward FFT for all fourteen channels
-    rho, grad2, lap = (_pick(f, at) for f in _derivatives(density, lattice, spectrum))
+    requests = [("squared_gradient", 0.0), ("laplacian", 0.0)] + _multiscale_requests()
+    fields = derived_fields(real_spectrum(density), lattice, np.shape(density), requests, at)
+    rho = np.maximum(_pick(np.asarray(density, float), at), RHO_FLOOR)
+    grad2, lap = next(fields), next(fields)
     kf = (3 * np.pi**2) ** (1.0 / 3.0)
     s = np.sqrt(grad2) / (2 * kf * rho ** (4.0 / 3.0))
     out[0] = np.log(rho) / 4.0
@@ -168,8 +194,8 @@ def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None
     del s
     out[2] = np.tanh(lap / (4 * kf**2 * rho ** (5.0 / 3.0)))
     out[3] = _ge_elf(rho, grad2, lap)
-    del rho, grad2, lap
-    multiscale_features(density, lattice, out=out[4:], spectrum=spectrum, at=at)
+    del grad2, lap
+    _fill_multiscale(out[4:], rho, fields)
     return out
 
 
@@ -191,23 +217,20 @@ def species_features(structure: Structure, shape: tuple[int, int, int], sigma: f
     (Fourier superposition, exactly periodic and symmetric): the property of the nearest atoms,
     blended smoothly between atoms of different species. ``at``: only at these flat voxel indices.
     """
-    from elf_workflows.sad import structure_factor
+    from elf_workflows.sad import species_structure_factors
 
-    G = reciprocal_vectors(structure.lattice, shape, rfft=True)
-    gauss = np.exp(-0.5 * sigma**2 * (G**2).sum(0))
-    del G
-    symbols = np.array([site.specie.symbol for site in structure])
-    frac = structure.frac_coords
-    den = np.zeros(gauss.shape, dtype=np.complex128)
-    num = np.zeros((3, *gauss.shape), dtype=np.complex128)
-    for symbol in sorted(set(symbols)):
-        sf = gauss * structure_factor(frac[symbols == symbol], shape)
-        den += sf
-        for k, p in enumerate(element_properties(symbol)):
-            num[k] += p * sf
-    weight = real_field(den, shape)
-    weight = _pick(np.maximum(weight, 1e-12 * weight.max()), at)
-    return np.stack([_pick(real_field(num[k], shape), at) / weight for k in range(3)]).astype(np.float32)
+    gauss = spectral_operators(structure.lattice, shape).kernel(sigma)
+    factors = species_structure_factors(structure, frequencies(shape, rfft=True))
+    species = sorted(factors)
+    # one Gaussian sum Σ_{j∈s} g(r − r_j) per species (one inverse FFT each, not one per property)
+    weights = [_pick(field, at) for field in real_fields([gauss * factors[symbol] for symbol in species], shape)]
+    den = sum(weights[1:], weights[0])
+    den = np.maximum(den, 1e-12 * den.max())  # the field is symmetric: its maximum is at some representative
+    properties = [element_properties(symbol) for symbol in species]
+    out = _channels(len(SPECIES_FEATURES), shape, at)
+    for k in range(len(SPECIES_FEATURES)):
+        out[k] = sum((p[k] * w for p, w in zip(properties[1:], weights[1:])), properties[0][k] * weights[0]) / den
+    return out
 
 
 def electrostatic_potential(structure: Structure, shape: tuple[int, int, int],
@@ -266,12 +289,11 @@ def _atomic_limit_fields(structure: Structure, shape: tuple[int, int, int]) -> t
 
     spectra = aliased_spectra(structure, shape, ("pseudo", "pseudo_kinetic"), factor=ATOMIC_LIMIT_OVERSAMPLING,
                               gradient_of="pseudo")
-    rho = real_field(spectra.pop("pseudo"), shape)  # each spectrum let go once transformed (big grids)
-    tau = real_field(spectra.pop("pseudo_kinetic"), shape)
-    gradient = spectra.pop("gradient")
-    grad2 = real_field(gradient[0], shape) ** 2
-    for a in (1, 2):
-        grad2 += real_field(gradient[a], shape) ** 2
+    fields = real_fields([spectra.pop("pseudo"), spectra.pop("pseudo_kinetic"), *spectra.pop("gradient")], shape)
+    rho, tau = next(fields), next(fields)
+    grad2 = next(fields) ** 2
+    for component in fields:
+        grad2 += component**2
     return rho, grad2, tau
 
 
