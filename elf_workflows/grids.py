@@ -148,6 +148,22 @@ def cartesian_g(lattice: Lattice, h: np.ndarray, k: np.ndarray, l: np.ndarray) -
             + l[None, None, None, :] * b[2][:, None, None, None])
 
 
+def squared_g_norms(lattice: Lattice, h: np.ndarray, k: np.ndarray, l: np.ndarray) -> np.ndarray:
+    """|G|² (Å⁻², 2π included) on the product of 1D Miller-index vectors, ``(nh, nk, nl)``, from the metric.
+
+    |G|² = Σ_ab m_a m_b (b_a·b_b): three axis terms plus the cross terms a skewed cell has (an
+    orthogonal one has none), without the ``(3, nh, nk, nl)`` Cartesian G of :func:`cartesian_g`.
+    """
+    b = lattice.inv_matrix.T * 2 * np.pi
+    metric = b @ b.T
+    axes = [np.asarray(m, float).reshape([-1 if i == a else 1 for i in range(3)]) for a, m in enumerate((h, k, l))]
+    out = metric[0, 0] * axes[0] ** 2 + metric[1, 1] * axes[1] ** 2 + metric[2, 2] * axes[2] ** 2
+    for a, c in ((0, 1), (0, 2), (1, 2)):
+        if metric[a, c] != 0.0:
+            out = out + 2 * metric[a, c] * axes[a] * axes[c]
+    return out
+
+
 def real_spectrum(field: np.ndarray) -> np.ndarray:
     """``rfftn`` of a real 3D field over its grid axes, shape ``(nx, ny, nz//2 + 1)``.
 

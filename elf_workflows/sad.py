@@ -34,7 +34,7 @@ from scipy.interpolate import CubicSpline
 
 from elf_workflows.elements import atomic_data
 from elf_workflows.errors import InputError
-from elf_workflows.grids import cartesian_g, check_grid, frequencies, real_field
+from elf_workflows.grids import check_grid, frequencies, real_field, squared_g_norms
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -275,15 +275,28 @@ def superposition_spectrum(structure: Structure, shape: Shape,
     """(spectrum, |G|) of Σ_atoms of a spherical function per species on the rfft half grid.
 
     ``form_factor_of``: a kind of :data:`KINDS`, or a callable ``(symbol, |G|)`` giving each species'
-    Fourier transform (its value at G = 0 is the function's integral). The spectrum is cut to the sphere inscribed in the grid's frequency box (G = 0
-    always kept) and scaled so that ``grids.real_field(spectrum, shape)`` (``irfftn``) is the field per Å³.
+    Fourier transform (its value at G = 0 is the function's integral). The spectrum is cut to the
+    sphere inscribed in the grid's frequency box (G = 0 always kept) and scaled so that
+    ``grids.real_field(spectrum, shape)`` (``irfftn``) is the field per Å³.
     """
-    spectra = {"f": np.zeros((shape[0], shape[1], shape[2] // 2 + 1), dtype=np.complex128)}
-    gnorm = _add_species_spectra(spectra, structure, frequencies(shape, rfft=True), {"f": form_factor_of},
+    spectra, gnorm = superposition_spectra(structure, shape, {"f": form_factor_of})
+    return spectra["f"], gnorm
+
+
+def superposition_spectra(structure: Structure, shape: Shape,
+                          functions: dict[str, str | Callable[[str, np.ndarray], np.ndarray]]) -> tuple[dict, np.ndarray]:
+    """:func:`superposition_spectrum` of several spherical functions at once: ({name: spectrum}, |G|).
+
+    One pass over G: the |G|, the structure factors and the spline intervals are found once for all.
+    """
+    half = (shape[0], shape[1], shape[2] // 2 + 1)
+    spectra = {name: np.zeros(half, dtype=np.complex128) for name in functions}
+    gnorm = _add_species_spectra(spectra, structure, frequencies(shape, rfft=True), functions,
                                  band_limit(structure, shape) * (1 - 1e-9))
-    spectrum = spectra["f"]
-    spectrum *= math.prod(shape) / structure.volume
-    return spectrum, gnorm
+    scale = math.prod(shape) / structure.volume
+    for spectrum in spectra.values():
+        spectrum *= scale
+    return spectra, gnorm
 
 
 def _add_species_spectra(out: dict[str, np.ndarray], structure: Structure, hkl: tuple[np.ndarray, ...],
@@ -300,8 +313,7 @@ def _add_species_spectra(out: dict[str, np.ndarray], structure: Structure, hkl: 
     axis (aliases laid out one after another): each point is added at its index mod ``h``, the fold
     Σ_m F(k + N∘m) of :func:`aliased_spectra` (by ``bincount``: no block-sized array is held).
     """
-    G = cartesian_g(structure.lattice, *hkl)
-    gnorm = np.sqrt(np.einsum("i...,i...->...", G, G))
+    gnorm = np.sqrt(squared_g_norms(structure.lattice, *hkl))
     inside = np.flatnonzero(gnorm < limit)  # flat indices: gathers and scatters 2–5× faster than a boolean mask
     g_inside = gnorm.take(inside)
     factors = species_structure_factors(structure, hkl)
@@ -332,9 +344,11 @@ def _add_species_spectra(out: dict[str, np.ndarray], structure: Structure, hkl: 
             flat += 1j * np.bincount(target, weights=values.imag, minlength=n)
     for name, total in sums.items():
         add(out[name], total)
-    if gradient_of is not None:
+    if gradient_of is not None:  # G only at the points inside
+        miller = np.unravel_index(inside, block)
+        G = (structure.lattice.inv_matrix * 2 * np.pi) @ np.stack([hkl[a][miller[a]] for a in range(3)])
         for a in range(3):
-            add(out["gradient"][a], 1j * G[a].take(inside) * sums[gradient_of])
+            add(out["gradient"][a], 1j * G[a] * sums[gradient_of])
     return gnorm
 
 

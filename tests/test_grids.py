@@ -112,3 +112,53 @@ def test_fft_derivative_of_a_smoothed_gaussian_is_analytic():
     assert np.abs(lap - (r2 / b**4 - 3 / b**2) * gauss(b)).max() < 1e-6 * np.abs(lap).max()
     # the same as differentiating the smoothed field
     assert np.allclose(lap, fft_derivative(gaussian_smooth(gauss(a), lat, sigma), lat, "laplacian"), atol=1e-12)
+
+
+def test_squared_g_norms_equal_the_cartesian_g_squared():
+    from elf_workflows.grids import cartesian_g, frequencies, squared_g_norms
+
+    for lattice in (OBLIQUE, Lattice.cubic(3.7), Lattice.hexagonal(3.1, 5.0)):
+        hkl = frequencies((6, 8, 10), rfft=True)
+        G = cartesian_g(lattice, *hkl)
+        np.testing.assert_allclose(squared_g_norms(lattice, *hkl), (G**2).sum(0), rtol=1e-13, atol=1e-12)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_derived_fields_equal_fft_derivative_one_by_one(batched, monkeypatch):
+    import elf_workflows.grids as grids
+
+    if not batched:  # every stack "too big": one scipy transform at a time
+        monkeypatch.setattr(grids, "_BATCH_SPECTRA", 0)
+    shape = (12, 10, 14)
+    f, _, _ = analytic(OBLIQUE, shape)
+    f = f + 0.3 * np.random.default_rng(0).normal(size=shape)  # every frequency present
+    requests = [("value", 0.4), ("squared_gradient", 0.0), ("laplacian", 0.8), ("squared_gradient", 0.8), ("value", 1.6)]
+    at = np.array([0, 7, 100, 1679])
+    whole = list(grids.derived_fields(grids.real_spectrum(f), OBLIQUE, shape, requests))
+    picked = list(grids.derived_fields(grids.real_spectrum(f), OBLIQUE, shape, requests, at=at))
+    for (derivative, sigma), field, values in zip(requests, whole, picked):
+        one = fft_derivative(f, OBLIQUE, derivative, smoothing=sigma)
+        np.testing.assert_allclose(field, one, rtol=0, atol=1e-12 * np.abs(one).max())
+        np.testing.assert_array_equal(values, field.reshape(-1)[at])
+
+
+def test_batched_inverse_transforms_do_not_depend_on_the_thread_count():
+    """torch splits a multi-threaded FFT differently (last-bit changes on 12³): real_fields runs it on one thread."""
+    import scipy.fft
+    import torch
+
+    from elf_workflows.grids import real_field, real_fields
+
+    shape = (12, 12, 12)
+    spectra = list(scipy.fft.rfftn(np.random.default_rng(1).normal(size=(5, *shape)), axes=(1, 2, 3)))
+    before = torch.get_num_threads()
+    try:
+        fields = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            fields[threads] = np.stack(list(real_fields(spectra, shape)))
+            assert torch.get_num_threads() == threads  # restored
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(fields[1], fields[2])
+    np.testing.assert_allclose(fields[1], np.stack([real_field(s, shape) for s in spectra]), rtol=0, atol=1e-14)

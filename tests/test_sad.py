@@ -199,3 +199,39 @@ def test_uniform_cubic_spline_is_scipys_cubic_spline():
     y = np.sin(3 * x) * np.exp(-x)
     points = np.concatenate([x, np.random.default_rng(0).uniform(0, 5, 1000), [0.0, 5.0]])
     np.testing.assert_allclose(UniformCubicSpline(x, y)(points), CubicSpline(x, y)(points), rtol=0, atol=1e-14)
+
+
+def test_form_factors_of_many_pairs_equal_each_form_factor_to_the_bit():
+    from elf_workflows.sad import _G_TABLE_MAX, form_factors
+
+    g = np.concatenate([np.random.default_rng(2).uniform(0, 40, 501), [0.0, _G_TABLE_MAX, _G_TABLE_MAX + 1]])
+    pairs = [("Fe", "pseudo"), ("Fe", "pseudo_kinetic"), ("Pb", "valence"), ("Ca", "partition")]
+    values = form_factors(pairs, g.reshape(-1, 3))
+    assert values.shape == (4, len(g) // 3, 3)
+    for (symbol, kind), row in zip(pairs, values):
+        np.testing.assert_array_equal(row, form_factor(symbol, g, kind).reshape(-1, 3))
+    assert values[:, -1, -1].tolist() == [0.0] * 4  # beyond the table
+    with pytest.raises(Exception, match="unknown density kind"):
+        form_factors([("Fe", "core")], g)
+
+
+def test_structure_factors_are_kept_per_site_pattern_and_reused_across_scales_and_elements():
+    from elf_workflows import sad
+    from elf_workflows.grids import frequencies
+
+    sad.clear_caches()
+    hkl = frequencies((8, 8, 10), rfft=True)
+    b2 = Structure(Lattice.cubic(3.9), ["Ca", "Ba"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    first = sad.species_structure_factors(b2, hkl)
+    for symbol, frac in (("Ca", [[0, 0, 0]]), ("Ba", [[0.5, 0.5, 0.5]])):
+        np.testing.assert_array_equal(first[symbol], sad._structure_factor(np.array(frac, float), *hkl))
+    assert not first["Ca"].flags.writeable
+    # the same prototype compressed and with other elements (Sr at the corner, K at the centre): the same arrays
+    other = Structure(Lattice.cubic(3.1), ["Sr", "K"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    again = sad.species_structure_factors(other, hkl)
+    assert again["Sr"] is first["Ca"] and again["K"] is first["Ba"]
+    # a different site pattern is computed afresh
+    unary = Structure(Lattice.cubic(3.1), ["K", "K"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(sad.species_structure_factors(unary, hkl)["K"], first["Ca"] + first["Ba"], atol=1e-12)
+    sad.clear_caches()
+    assert sad.species_structure_factors(b2, hkl)["Ca"] is not first["Ca"]

@@ -608,3 +608,28 @@ def test_participation_counts_the_atoms_sharing_a_point():
     assert p[0, 0, 8] == pytest.approx(2.0, abs=0.02)  # midway between an atom and its c image
     assert p[0, 15, 8] == pytest.approx(4.0, abs=0.1)  # centre of a rectangle of four equal atoms (farther images add a little)
     assert p[30, 30, 0] == 1.0  # near-vacuum reads 1
+
+
+def test_fused_superposition_gives_the_features_of_the_separate_fields(monkeypatch):
+    """cell_features without a density (one pass over G, one batched transform) equals the separate path."""
+    import elf_workflows.surrogate.features as features
+    from elf_workflows.sad import sad_density
+    from elf_workflows.surrogate.features import cell_features, superposed_fields
+    from elf_workflows.surrogate.features import electrostatic_potential
+
+    for s in (Structure(Lattice.cubic(3.9), ["Ca", "Ba"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+              Structure(Lattice.from_parameters(3.1, 3.4, 3.9, 81, 97, 104), ["Sr", "Ca"], [[0, 0, 0], [0.41, 0.52, 0.47]])):
+        shape = (12, 14, 16)
+        fields = superposed_fields(s, shape)
+        rho = sad_density(s, shape)
+        np.testing.assert_allclose(fields["density"], rho, rtol=0, atol=1e-12 * rho.max())
+        np.testing.assert_allclose(fields["spectrum"], np.fft.rfftn(rho), rtol=0, atol=1e-10 * np.abs(fields["spectrum"]).max())
+        v = electrostatic_potential(s, shape)
+        np.testing.assert_allclose(fields["potential"], v, rtol=0, atol=1e-12 * np.abs(v).max())
+        fused, separate = cell_features(s, shape=shape), cell_features(s, rho)
+        np.testing.assert_allclose(fused, separate, rtol=1e-6, atol=1e-6)
+        at = np.array([0, 5, 99, 1000, 2687])
+        np.testing.assert_array_equal(cell_features(s, shape=shape, at=at), fused.reshape(len(fused), -1)[:, at])
+        with monkeypatch.context() as m:  # a grid above the fused limit: the fields one at a time
+            m.setattr(features, "FUSED_MAX_VOXELS", 0)
+            np.testing.assert_array_equal(cell_features(s, shape=shape), separate)

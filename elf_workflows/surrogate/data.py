@@ -23,7 +23,6 @@ import numpy as np
 
 from elf_workflows.errors import InputError
 from elf_workflows.grids import fourier_interpolate
-from elf_workflows.sad import sad_density
 from elf_workflows.surrogate.domain import compression_ratio
 from elf_workflows.surrogate.features import cell_features
 from elf_workflows.surrogate.infer import native_grid
@@ -83,7 +82,7 @@ def prepare_cell(structure, elf: np.ndarray, spacing: float, multiple: int, reco
     """Resample one reference cell to the native grid and compute its input features."""
     shape = native_grid(structure, spacing, multiple)
     target = np.clip(fourier_interpolate(np.asarray(elf, float), shape), 0.0, 1.0).astype(np.float32)
-    feats = cell_features(structure, sad_density(structure, shape))
+    feats = cell_features(structure, shape=shape)
     return Cell(id=record_id, formula=structure.composition.reduced_formula, features=feats, target=target,
                 patch_ops=patch_operations(structure.lattice.matrix, shape), v_ratio=compression_ratio(structure),
                 interstitial=interstitial_mask(structure, shape))

@@ -17,6 +17,7 @@ same ELF as bohr units).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -167,7 +168,7 @@ def multiscale_features(density: np.ndarray, lattice: Lattice, out: np.ndarray |
 
 
 def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None = None,
-                   at: np.ndarray | None = None) -> np.ndarray:
+                   at: np.ndarray | None = None, spectrum: np.ndarray | None = None) -> np.ndarray:
     """The density channels (:data:`DENSITY_FEATURES`) from a density (e/Å³), float32, each bounded or of order one.
 
     Local (4):
@@ -178,13 +179,15 @@ def input_features(density: np.ndarray, lattice: Lattice, out: np.ndarray | None
     - ``ge_elf``: :func:`gradient_expansion_elf` of the density;
 
     multi-scale (10): :func:`multiscale_features`. All twenty derived fields come from one forward
-    FFT (:func:`elf_workflows.grids.derived_fields`). ``out``: a float32 array to write them into.
-    ``at``: only at these C-order flat voxel indices, ``(14, len(at))``.
+    FFT (:func:`elf_workflows.grids.derived_fields`; ``spectrum``: the density's, when the caller has
+    it). ``out``: a float32 array to write them into. ``at``: only at these C-order flat voxel
+    indices, ``(14, len(at))``.
     """
     if out is None:
         out = _channels(len(DENSITY_FEATURES), np.shape(density), at)
     requests = [("squared_gradient", 0.0), ("laplacian", 0.0)] + _multiscale_requests()
-    fields = derived_fields(real_spectrum(density), lattice, np.shape(density), requests, at)
+    spectrum = real_spectrum(density) if spectrum is None else spectrum
+    fields = derived_fields(spectrum, lattice, np.shape(density), requests, at)
     rho = np.maximum(_pick(np.asarray(density, float), at), RHO_FLOOR)
     grad2, lap = next(fields), next(fields)
     kf = (3 * np.pi**2) ** (1.0 / 3.0)
@@ -217,13 +220,23 @@ def species_features(structure: Structure, shape: tuple[int, int, int], sigma: f
     (Fourier superposition, exactly periodic and symmetric): the property of the nearest atoms,
     blended smoothly between atoms of different species. ``at``: only at these flat voxel indices.
     """
+    species, spectra = _species_spectra(structure, shape, sigma)
+    return _species_channels(species, [_pick(w, at) for w in real_fields(spectra, shape)], shape, at)
+
+
+def _species_spectra(structure: Structure, shape: tuple[int, int, int], sigma: float) -> tuple[list[str], list[np.ndarray]]:
+    """(species, the spectrum of Σ_{j∈s} g(r − r_j) for each): one inverse FFT per species, not one per property."""
     from elf_workflows.sad import species_structure_factors
 
     gauss = spectral_operators(structure.lattice, shape).kernel(sigma)
     factors = species_structure_factors(structure, frequencies(shape, rfft=True))
     species = sorted(factors)
-    # one Gaussian sum Σ_{j∈s} g(r − r_j) per species (one inverse FFT each, not one per property)
-    weights = [_pick(field, at) for field in real_fields([gauss * factors[symbol] for symbol in species], shape)]
+    return species, [gauss * factors[symbol] for symbol in species]
+
+
+def _species_channels(species: list[str], weights: list[np.ndarray], shape: tuple[int, int, int],
+                      at: np.ndarray | None) -> np.ndarray:
+    """The species channels from each species' Gaussian weights (on the grid, or at ``at``)."""
     den = sum(weights[1:], weights[0])
     den = np.maximum(den, 1e-12 * den.max())  # the field is symmetric: its maximum is at some representative
     properties = [element_properties(symbol) for symbol in species]
@@ -244,17 +257,27 @@ def electrostatic_potential(structure: Structure, shape: tuple[int, int, int],
     void says how strongly the surrounding ions bind electrons there — the non-local information
     behind interstitial localisation that the density channels lack.
     """
-    from elf_workflows.sad import form_factor, superposition_spectrum
+    from elf_workflows.sad import superposition_spectrum
 
-    def neutral_atom(symbol: str, g: np.ndarray) -> np.ndarray:
-        from elf_workflows.elements import valence_electrons
+    return real_field(_potential_spectrum(*superposition_spectrum(structure, shape, _neutral_atom(sigma))), shape)
 
+
+def _neutral_atom(sigma: float):
+    """Form factor (symbol, |G|) → Z_val exp(−σ²G²/2) − f_partition(|G|) of a neutral free atom (e)."""
+    from elf_workflows.elements import valence_electrons
+    from elf_workflows.sad import form_factor
+
+    def form_factor_of(symbol: str, g: np.ndarray) -> np.ndarray:
         return valence_electrons(symbol) * np.exp(-0.5 * sigma**2 * g**2) - form_factor(symbol, g, "partition")
 
-    spectrum, gnorm = superposition_spectrum(structure, shape, neutral_atom)
+    return form_factor_of
+
+
+def _potential_spectrum(charge: np.ndarray, gnorm: np.ndarray) -> np.ndarray:
+    """V(G) = 4π e²/(4πε₀) ρ(G)/|G|² (V) of a charge spectrum, 0 at G = 0 (in place)."""
     g2 = np.where(gnorm > 0, gnorm**2, 1.0)
-    spectrum *= np.where(gnorm > 0, 4 * np.pi * COULOMB_EV_ANGSTROM / g2, 0.0)
-    return real_field(spectrum, shape)
+    charge *= np.where(gnorm > 0, 4 * np.pi * COULOMB_EV_ANGSTROM / g2, 0.0)
+    return charge
 
 
 def electrostatic_features(structure: Structure, shape: tuple[int, int, int], at: np.ndarray | None = None) -> np.ndarray:
@@ -264,8 +287,11 @@ def electrostatic_features(structure: Structure, shape: tuple[int, int, int], at
     Added in session 4: on three validation sets of elements held out of training (Y+Zn, Sr+Ti,
     Nb+Cs) it lowered a per-voxel model's voxel MAE by 7–13 % (docs/surrogate.md).
     """
-    v = _pick(electrostatic_potential(structure, shape), at)
-    return np.arcsinh(v / POTENTIAL_SCALE)[None].astype(np.float32)
+    return _electrostatic_channel(_pick(electrostatic_potential(structure, shape), at))
+
+
+def _electrostatic_channel(potential: np.ndarray) -> np.ndarray:
+    return np.arcsinh(potential / POTENTIAL_SCALE)[None].astype(np.float32)
 
 
 def elf_from_kinetic(rho: np.ndarray, grad2: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -365,20 +391,68 @@ def log_participation(structure: Structure, shape: tuple[int, int, int]) -> np.n
     return (0.5 * np.log(np.clip(rho**2 / squares, 1.0, PARTICIPATION_MAX))).astype(np.float32)
 
 
-def cell_features(structure: Structure, density: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
-    """All input channels (:data:`FEATURE_NAMES`) of a structure whose density (e/Å³) is given on its grid.
+def superposed_fields(structure: Structure, shape: tuple[int, int, int]) -> dict:
+    """The SAD, the electrostatic potential and the species weights of a cell, from one pass over G.
 
-    Each family is written into one preallocated float32 array, so a big grid never holds the
-    channels twice. ``at``: only at these C-order flat voxel indices, ``(N_FEATURES, len(at))`` — what
-    a per-voxel model needs at the voxel orbits' representatives (the fields behind the channels are
-    still computed on the whole grid; the pointwise arithmetic on them is not).
+    The valence SAD (:func:`elf_workflows.sad.sad_density`) and the neutral-atom charge of
+    :func:`electrostatic_potential` share their |G|, structure factors and spline intervals
+    (:func:`elf_workflows.sad.superposition_spectra`), and the SAD, the potential and the Gaussian
+    weights of :func:`species_features` take one batched inverse FFT. Returns ``spectrum`` (the
+    SAD's rfft spectrum, which the density channels transform from), ``density`` (e/Å³), ``potential``
+    (V) on the grid, and ``species`` with their ``weights`` fields. The same fields as the separate
+    functions, to rounding (tested).
     """
-    shape = density.shape
+    from elf_workflows.sad import superposition_spectra
+
+    spectra, gnorm = superposition_spectra(structure, shape, {"valence": "valence", "neutral": _neutral_atom(NUCLEUS_SIGMA)})
+    species, weights = _species_spectra(structure, shape, SPECIES_SIGMA)
+    fields = real_fields([spectra["valence"], _potential_spectrum(spectra["neutral"], gnorm), *weights], shape)
+    return {"spectrum": spectra["valence"], "density": next(fields), "potential": next(fields), "species": species,
+            "weights": list(fields)}
+
+
+#: grids up to this many voxels take :func:`superposed_fields` in :func:`cell_features` (bigger ones,
+#: whose memory matters more than its speed, one field at a time)
+FUSED_MAX_VOXELS = 2**18
+
+
+def cell_features(structure: Structure, density: np.ndarray | None = None, at: np.ndarray | None = None,
+                  shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """All input channels (:data:`FEATURE_NAMES`) of a structure on its grid.
+
+    ``density``: its SAD (e/Å³) on the grid, when the caller has it; without it, on the grid
+    ``shape``, the SAD, the potential and the species weights come from :func:`superposed_fields`
+    (one pass, one batched transform: what inference and training use) up to
+    :data:`FUSED_MAX_VOXELS` voxels, and one at a time beyond. Each family is written into one
+    preallocated float32 array, so a big grid never holds the channels twice. ``at``: only at these
+    C-order flat voxel indices, ``(N_FEATURES, len(at))`` — what a per-voxel model needs at the voxel
+    orbits' representatives (the fields behind the channels are still computed on the whole grid;
+    the pointwise arithmetic on them is not).
+    """
+    if density is None and shape is None:
+        raise ValueError("cell_features needs the density or the grid shape")
+    shape = tuple(int(n) for n in (np.shape(density) if density is not None else shape))
     out = _channels(N_FEATURES, shape, at)
-    start = len(DENSITY_FEATURES)
-    input_features(density, structure.lattice, out=out[:start], at=at)
-    for names, family in ((SPECIES_FEATURES, species_features), (ELECTROSTATIC_FEATURES, electrostatic_features),
-                          (ATOMIC_LIMIT_FEATURES, atomic_limit_features), (COMPRESSION_FEATURES, compression_features)):
-        out[start:start + len(names)] = family(structure, shape, at=at)
-        start += len(names)
+    n_density, n_species = len(DENSITY_FEATURES), len(SPECIES_FEATURES)
+    spectrum = None
+    if density is None and math.prod(shape) <= FUSED_MAX_VOXELS:
+        fields = superposed_fields(structure, shape)
+        density, spectrum = fields["density"], fields["spectrum"]
+        out[n_density:n_density + n_species] = _species_channels(fields["species"], [_pick(w, at) for w in fields["weights"]],
+                                                                 shape, at)
+        out[n_density + n_species] = _electrostatic_channel(_pick(fields["potential"], at))[0]
+        del fields
+    else:
+        if density is None:
+            from elf_workflows.sad import sad_density
+
+            density = sad_density(structure, shape)
+        out[n_density:n_density + n_species] = species_features(structure, shape, at=at)
+        out[n_density + n_species] = electrostatic_features(structure, shape, at=at)[0]
+    input_features(density, structure.lattice, out=out[:n_density], at=at, spectrum=spectrum)
+    del density, spectrum
+    start = n_density + n_species + len(ELECTROSTATIC_FEATURES)
+    out[start:start + len(ATOMIC_LIMIT_FEATURES)] = atomic_limit_features(structure, shape, at=at)
+    start += len(ATOMIC_LIMIT_FEATURES)
+    out[start:] = compression_features(structure, shape, at=at)
     return out

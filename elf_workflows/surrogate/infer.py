@@ -27,7 +27,6 @@ import torch
 
 from elf_workflows.errors import EngineError, InputError
 from elf_workflows.grids import check_grid, fft_friendly, fourier_interpolate
-from elf_workflows.sad import sad_density
 from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES, cell_features
 from elf_workflows.surrogate.model import MAX_PASS_VOXELS, PeriodicUNet, UNetConfig, per_voxel_elf, predict_grid
 from elf_workflows.surrogate.symmetry_pool import pool_cell
@@ -169,11 +168,9 @@ def predict_native(structure: Structure, model: SurrogateModel, max_voxels: int 
     group = get_space_group(structure)
     shape = check_grid(model_grid(structure, model, group), n_arrays=12)
     orbits = voxel_orbits(group, shape)  # before the features: its temporaries never meet their 22 channels
-    rho = sad_density(structure, shape)
     if model.net.point is not None and not model.net.unet_active():
-        return orbits.broadcast(per_voxel_elf(model.net, cell_features(structure, rho, at=orbits.representatives)))
-    feats = cell_features(structure, rho)
-    del rho
+        return orbits.broadcast(per_voxel_elf(model.net, cell_features(structure, shape=shape, at=orbits.representatives)))
+    feats = cell_features(structure, shape=shape)
     out = predict_grid(model.net, feats, max_voxels=max_voxels, core=core, orbits=orbits)
     del feats
     if pool:
