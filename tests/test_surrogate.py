@@ -633,3 +633,23 @@ def test_fused_superposition_gives_the_features_of_the_separate_fields(monkeypat
         with monkeypatch.context() as m:  # a grid above the fused limit: the fields one at a time
             m.setattr(features, "FUSED_MAX_VOXELS", 0)
             np.testing.assert_array_equal(cell_features(s, shape=shape), separate)
+
+
+def test_predict_many_batches_the_network_and_equals_one_cell_at_a_time(monkeypatch):
+    import elf_workflows.surrogate.infer as infer
+    from elf_workflows.surrogate import load_model, predict_elf, predict_many
+
+    model = load_model()
+    cells = [Structure(Lattice.cubic(3.9), ["Ca", "Ba"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+             Structure(Lattice.cubic(5.0), ["La"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]),
+             Structure(Lattice.hexagonal(3.0, 4.9), ["Mg", "Mg"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]]),
+             Structure(Lattice.from_parameters(3.1, 3.4, 3.9, 81, 97, 104), ["Sr", "Ca"], [[0, 0, 0], [0.41, 0.52, 0.47]])]
+    grids = [(10, 12, 14), None, (9, 9, 12), (12, 12, 12)]
+    one = [predict_elf(s, shape=g, model=model) for s, g in zip(cells, grids)]
+    monkeypatch.setattr(infer, "BATCH_ROWS", 400)  # several batches, one of them several cells
+    many = predict_many(cells, model=model, shapes=grids)
+    assert [a.shape for a in many] == [a.shape for a in one]
+    for a, b in zip(many, one):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)  # float32 network: the batch moves its last bit (6e-8) at most
+    with pytest.raises(Exception, match="2 grids for 4 structures"):
+        predict_many(cells, model=model, shapes=grids[:2])
