@@ -5,7 +5,9 @@ and symmetry pooling needs a grid every space-group operator maps onto itself. :
 takes, per group of axes that rotations mix, the smallest FFT-friendly size with voxels no larger
 than the model's spacing that is a multiple of both the pooling stride and the denominators of the
 fractional translations (the rule of :func:`elf_workflows.grids.grid_for_spacing`, with the extra
-factor). Any requested grid is then reached by Fourier interpolation
+factor). A model whose U-Net is dropped (the shipped one) pools nothing, so its grids drop the
+stride (:func:`model_grid`; session 10: a primitive fcc cell of 4.9 Å takes 25³ voxels, not 32³).
+Any requested grid is then reached by Fourier interpolation
 (:func:`elf_workflows.grids.fourier_interpolate`) and clipped to [0, 1].
 """
 
@@ -150,9 +152,13 @@ def native_grid(structure: Structure, spacing: float, multiple: int, symprec: fl
 
 
 def model_grid(structure: Structure, model: SurrogateModel, group=None) -> tuple[int, int, int]:
-    """The model's native grid for ``structure``."""
+    """The model's native grid for ``structure``.
+
+    A model whose U-Net is dropped has no pooling strides to respect, so its sizes need not be
+    multiples of :attr:`UNetConfig.multiple` (a primitive fcc cell of 4.9 Å: 25³ voxels, not 32³).
+    """
     cfg = model.config
-    return native_grid(structure, cfg.spacing, cfg.multiple, group=group)
+    return native_grid(structure, cfg.spacing, 1 if _per_voxel(model) else cfg.multiple, group=group)
 
 
 def _per_voxel(model: SurrogateModel) -> bool:
@@ -232,9 +238,9 @@ def predict_many(structures: Iterable[Structure], shape: Iterable[int] | None = 
     A per-voxel model (the shipped one) runs its network once per batch of cells: the channels at
     every cell's orbit representatives are concatenated (up to :data:`BATCH_ROWS` rows) and the
     per-voxel branch runs once on them, which saves the per-call cost of the network for each cell;
-    the ELF equals one cell at a time to the last bit of the float32 network (≤ 1e-7, tested: the
-    matrix kernels round by batch size). Other models (or ``kwargs`` for :func:`predict_native`)
-    go cell by cell.
+    the ELF equals one cell at a time to a few ulps of the float32 network (< 1e-6, tested: the
+    batch size and thread count choose its matrix kernels). Other models (or ``kwargs`` for
+    :func:`predict_native`) go cell by cell.
     """
     model = model or load_model()
     structures = list(structures)
