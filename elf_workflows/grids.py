@@ -227,7 +227,9 @@ class SpectralOperators:
         if self._memo is None:
             return build()
         if key not in self._memo:
-            self._memo[key] = build()
+            value = build()
+            value.setflags(write=False)  # kept and shared: nobody may change it in place
+            self._memo[key] = value
         return self._memo[key]
 
     def g2(self) -> np.ndarray:

@@ -291,6 +291,7 @@ def electrostatic_features(structure: Structure, shape: tuple[int, int, int], at
 
 
 def _electrostatic_channel(potential: np.ndarray) -> np.ndarray:
+    """asinh(V/s) of a potential (V), ``(1, ...)`` float32: the channel of :func:`electrostatic_features`."""
     return np.arcsinh(potential / POTENTIAL_SCALE)[None].astype(np.float32)
 
 
