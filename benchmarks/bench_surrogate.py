@@ -9,8 +9,10 @@ the median time of each step (space group, SAD, each feature family, network, po
 without it a cell takes the group of an earlier cell of the same shape (the same prototype at
 another volume or with other elements, checked) and the structure factors of an earlier cell with
 the same fractional coordinates, as in a screening of prototypes × pressures. ``--repeat N`` times
-N passes over all cells (every cache cleared before each, the form-factor tables of each element
-included: each pass pays what a fresh process pays) and reports the least disturbed one (lowest
+N passes over all cells (every in-memory cache cleared before each, the form-factor tables of each
+element included: each pass pays what a fresh process pays; the tables kept on disk after first use,
+``sad.table_cache_dir``, are read, as a fresh process reads them — ``ELF_WORKFLOWS_CACHE=`` makes
+every pass rebuild them) and reports the least disturbed one (lowest
 median, the rule of ``timeit``) with every pass listed: this machine's speed drifts by ~25 % within
 an hour. ``--batch`` also times the whole split as one batch (:func:`predict_many`), whose speed-up
 is total GPAW time over total surrogate time.

@@ -23,9 +23,12 @@ Two radial densities can be superposed (``kind``):
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -84,6 +87,18 @@ class UniformCubicSpline:
         self.start, self.step, self.last = float(x[0]), float(x[1] - x[0]), len(x) - 2
         self.coefficients = np.ascontiguousarray(spline.c.T)  # (intervals, 4), highest power first
 
+    def to_array(self) -> np.ndarray:
+        """Everything that defines the spline as one float64 array (:meth:`from_array` reads it back exactly)."""
+        return np.concatenate([[self.start, self.step, self.last], self.coefficients.ravel()])
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> UniformCubicSpline:
+        """The spline written by :meth:`to_array`."""
+        spline = cls.__new__(cls)
+        spline.start, spline.step, spline.last = float(array[0]), float(array[1]), int(array[2])
+        spline.coefficients = np.ascontiguousarray(array[3:].reshape(-1, 4))
+        return spline
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, float)
         interval, d = self.locate(x)
@@ -134,7 +149,56 @@ def form_factors(pairs: Sequence[tuple[str, str]], g: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _form_factor_spline(symbol: str, kind: str) -> UniformCubicSpline:
-    return UniformCubicSpline(*form_factor_table(symbol, kind))
+    """The spline of :func:`form_factor_table`, read from the on-disk cache when an earlier process built it.
+
+    Building a table takes ≈ 1.3 ms per element and kind (a 39 000-point sine transform and two
+    spline fits), which every fresh worker process of a screening would pay again; the coefficients
+    are kept under :func:`table_cache_dir` instead, keyed on the element's radial data and the table
+    parameters, written atomically, and read back exactly (≈ 0.05 ms). An unwritable or disabled
+    cache is simply not used.
+    """
+    path = _cached_table_path(symbol, kind)
+    if path is not None and path.is_file():
+        try:
+            return UniformCubicSpline.from_array(np.load(path))
+        except (OSError, ValueError):
+            pass  # unreadable or truncated: rebuilt and rewritten below
+    spline = UniformCubicSpline(*form_factor_table(symbol, kind))
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, spline.to_array())
+            tmp.replace(path)
+        except OSError:
+            pass
+    return spline
+
+
+#: bump when the way tables are built changes (it is part of every cache key)
+_TABLE_FORMAT = 1
+
+
+def table_cache_dir() -> Path | None:
+    """Where form-factor splines are kept across processes: ``$ELF_WORKFLOWS_CACHE/form-factors``,
+    else ``$XDG_CACHE_HOME/elf-workflows/form-factors`` (``~/.cache`` by default); None when
+    ``ELF_WORKFLOWS_CACHE`` is set to an empty string (no on-disk cache)."""
+    env = os.environ.get("ELF_WORKFLOWS_CACHE")
+    if env == "":
+        return None
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "elf-workflows"
+    return base / "form-factors"
+
+
+def _cached_table_path(symbol: str, kind: str) -> Path | None:
+    directory = table_cache_dir()
+    if directory is None:
+        return None
+    data = atomic_data(symbol)
+    digest = hashlib.sha256(repr((_TABLE_FORMAT, kind, _DG, _DR, _G_TABLE_MAX, data.valence)).encode())
+    for array in (data.r, getattr(data, _RADIAL[kind])):
+        digest.update(np.ascontiguousarray(array, dtype=float).tobytes())
+    return directory / f"{symbol}-{kind}-{digest.hexdigest()[:16]}.npy"
 
 
 @lru_cache(maxsize=None)

@@ -7,6 +7,20 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _table_cache(tmp_path_factory):
+    """Form-factor tables are cached on disk (sad.table_cache_dir): in a temporary directory, never in ~/.cache."""
+    import os
+
+    previous = os.environ.get("ELF_WORKFLOWS_CACHE")
+    os.environ["ELF_WORKFLOWS_CACHE"] = str(tmp_path_factory.mktemp("elf_workflows_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ELF_WORKFLOWS_CACHE", None)
+    else:
+        os.environ["ELF_WORKFLOWS_CACHE"] = previous
+
+
 @pytest.fixture
 def fcc_la() -> Structure:
     """Conventional fcc La at LaH10's volume (a = 5.10 Å, 150 GPa)."""

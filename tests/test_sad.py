@@ -235,3 +235,37 @@ def test_structure_factors_are_kept_per_site_pattern_and_reused_across_scales_an
     np.testing.assert_allclose(sad.species_structure_factors(unary, hkl)["K"], first["Ca"] + first["Ba"], atol=1e-12)
     sad.clear_caches()
     assert sad.species_structure_factors(b2, hkl)["Ca"] is not first["Ca"]
+
+
+def test_form_factor_splines_are_kept_on_disk_and_read_back_exactly(tmp_path, monkeypatch):
+    from elf_workflows import sad
+
+    monkeypatch.setenv("ELF_WORKFLOWS_CACHE", str(tmp_path))
+    sad.clear_caches(tables=True)
+    built = sad._form_factor_spline("Ca", "pseudo_kinetic")
+    files = list((tmp_path / "form-factors").glob("Ca-pseudo_kinetic-*.npy"))
+    assert len(files) == 1 and not list((tmp_path / "form-factors").glob("*.tmp.npy"))
+    sad.clear_caches(tables=True)
+
+    def no_build(*args):
+        raise AssertionError("the table was rebuilt instead of read")
+
+    with monkeypatch.context() as m:  # a new process: read from disk, not built
+        m.setattr(sad, "form_factor_table", no_build)
+        read = sad._form_factor_spline("Ca", "pseudo_kinetic")
+    np.testing.assert_array_equal(read.coefficients, built.coefficients)
+    assert read.knots() == built.knots()
+    g = np.linspace(0, 40, 97)
+    np.testing.assert_array_equal(read(g), built(g))
+    # a damaged file is rebuilt and rewritten
+    files[0].write_bytes(b"not a table")
+    sad.clear_caches(tables=True)
+    np.testing.assert_array_equal(sad._form_factor_spline("Ca", "pseudo_kinetic").coefficients, built.coefficients)
+    assert np.load(files[0]).size > 3
+    # an empty ELF_WORKFLOWS_CACHE disables the disk cache
+    monkeypatch.setenv("ELF_WORKFLOWS_CACHE", "")
+    sad.clear_caches(tables=True)
+    assert sad.table_cache_dir() is None
+    sad._form_factor_spline("Sr", "valence")
+    assert not list((tmp_path / "form-factors").glob("Sr-*"))
+    sad.clear_caches(tables=True)
