@@ -293,16 +293,10 @@ def clear_caches(tables: bool = False) -> None:
             cached.cache_clear()
 
 
-def structure_factor(frac_coords: np.ndarray, shape: Shape) -> np.ndarray:
-    """S(h, k, l) = Σ_j exp(−2πi (h x_j + k y_j + l z_j)) on the rfft half grid, shape ``(nx, ny, nz//2+1)``.
-
-    Separable phases and one matrix product per block of atoms: no loops over voxels.
-    """
-    return _structure_factor(frac_coords, *frequencies(shape, rfft=True))
-
-
 def _structure_factor(frac_coords: np.ndarray, h: np.ndarray, k: np.ndarray, l: np.ndarray) -> np.ndarray:
-    """S on the product of the integer frequency vectors ``h``, ``k``, ``l``, shape ``(len(h), len(k), len(l))``."""
+    """S(h, k, l) = Σ_j exp(−2πi (h x_j + k y_j + l z_j)) on the product of the integer frequency vectors
+    ``h``, ``k``, ``l``, shape ``(len(h), len(k), len(l))``: separable phases and one matrix product per
+    block of atoms, no loops over voxels (:func:`species_structure_factors` keeps them per cell)."""
     nx, ny = len(h), len(k)
     out = np.zeros((nx * ny, len(l)), dtype=np.complex128)
     block = max(1, _BLOCK // (nx * ny))
