@@ -251,6 +251,7 @@ def predict_many(structures: Iterable[Structure], shape: Iterable[int] | None = 
         return [predict_elf(s, shape=g, model=model, **kwargs) for s, g in zip(structures, grids)]
     out: list[np.ndarray] = []
     pending: list[tuple] = []
+    n_rows = 0
 
     def run() -> None:
         with torch.inference_mode():
@@ -262,9 +263,12 @@ def predict_many(structures: Iterable[Structure], shape: Iterable[int] | None = 
         pending.clear()
 
     for structure in structures:
-        pending.append(_orbit_channels(structure, model))
-        if sum(rows.shape[1] for _, rows in pending) >= BATCH_ROWS:
+        orbits, rows = _orbit_channels(structure, model)
+        pending.append((orbits, rows))
+        n_rows += rows.shape[1]
+        if n_rows >= BATCH_ROWS:
             run()
+            n_rows = 0
     if pending:
         run()
     return out
