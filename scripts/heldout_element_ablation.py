@@ -19,6 +19,8 @@ Run:  python scripts/heldout_element_ablation.py --steps 8000 --channels 17 Y,Zn
       python scripts/heldout_element_ablation.py --steps 8000 --compare-cell-weight 0.5,1 --interstitial-weight 1.5 \
           Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --channels 21 --interstitial-weight 1.5 Y,Zn Sr,Ti Nb,Cs
+      python scripts/heldout_element_ablation.py --steps 8000 --compare-maxima-fraction 0,0.25,0.5 --interstitial-weight 1.5 \
+          --multiple 1 Y,Zn Sr,Ti Nb,Cs
       python scripts/heldout_element_ablation.py --steps 8000 --compare-steps 24000 --interstitial-weight 1.5 \
           Y,Zn Sr,Ti Nb,Cs
 (session 4: 17 = without the electrostatic channel; session 5: without the species channels;
@@ -29,6 +31,8 @@ flag the cells and voxels where it is wrong: the Spearman of spread against erro
 log_participation``, a candidate channel computed here, compared at ``--interstitial-weight``;
 session 8: ``--compare-cell-weight``, do voxels drawn as ``evaluate`` pools them transfer better;
 ``--channels 21``, the compression channel ln(V/V0) (run as a candidate ``--extra``, now channel 22);
+session 11: ``--compare-maxima-fraction``, batches that oversample the DFT maxima, on the stride-free
+grids of inference (``--multiple 1``);
 docs/surrogate.md has the tables; ~20 min on 2 cores)
 """
 
@@ -42,7 +46,6 @@ import numpy as np
 import torch
 
 from elf_workflows.surrogate.data import dataset_path, holdout_fraction, load_cells
-from elf_workflows.surrogate.evaluate import local_maxima
 from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES, log_participation
 from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig
 from elf_workflows.surrogate.train import pointwise_elf, pretrain_pointwise
@@ -52,14 +55,14 @@ EXTRA_CHANNELS = {"log_participation": log_participation}
 
 
 def fit(train, channels: list[int], steps: int, weight: float = 0.0, seed: int = 0,
-        width: int | None = None, cell_power: float = 0.0) -> PeriodicUNet:
+        width: int | None = None, cell_power: float = 0.0, maxima_fraction: float = 0.0) -> PeriodicUNet:
     """The per-voxel branch fitted on ``train`` with the given channels (seed 0: the historical runs)."""
     for cell in train:
         cell.features = np.ascontiguousarray(cell.all_features[channels])
     torch.manual_seed(seed)
     net = PeriodicUNet(UNetConfig(in_channels=len(channels), point_channels=width or UNetConfig().point_channels))
     pretrain_pointwise(net, train, steps, np.random.default_rng(1 + seed), interstitial_weight=weight,
-                       cell_weight_power=cell_power)
+                       cell_weight_power=cell_power, maxima_fraction=maxima_fraction)
     return net
 
 
@@ -97,11 +100,13 @@ def score(predictions: list[np.ndarray], val) -> dict:
 
 
 def fit_and_score(train, val, channels: list[int], steps: int, weight: float = 0.0,
-                  names: list[str] | None = None, width: int | None = None, cell_power: float = 0.0) -> dict:
-    net = fit(train, channels, steps, weight, width=width, cell_power=cell_power)
+                  names: list[str] | None = None, width: int | None = None, cell_power: float = 0.0,
+                  maxima_fraction: float = 0.0) -> dict:
+    net = fit(train, channels, steps, weight, width=width, cell_power=cell_power, maxima_fraction=maxima_fraction)
     names = names or list(FEATURE_NAMES)
     return {"channels": len(channels), "dropped": [n for i, n in enumerate(names) if i not in channels],
             "point_channels": net.config.point_channels, "cell_weight_power": cell_power,
+            "maxima_fraction": maxima_fraction,
             "interstitial_weight": weight, **score(predict(net, val, channels), val)}
 
 
@@ -153,6 +158,14 @@ def main() -> None:
     parser.add_argument("--compare-cell-weight", default=None,
                         help="instead: cells drawn uniformly vs with probability ∝ voxels^POWER, for each "
                              "comma-separated POWER (all channels, --interstitial-weight in all)")
+    parser.add_argument("--compare-maxima-fraction", default=None,
+                        help="instead: batches with each of these comma-separated fractions of DFT-maxima voxels, "
+                             "e.g. 0,0.25 (all channels, --interstitial-weight in all)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="per-voxel branch width in the --compare-maxima-fraction runs (default: the model's, 128)")
+    parser.add_argument("--multiple", type=int, default=None,
+                        help="native grid sizes are multiples of this (default: the U-Net's stride, 4, as every run "
+                             "before session 11; 1: the stride-free grids that shipped per-voxel models use since session 10)")
     parser.add_argument("--extra", default=None, choices=sorted(EXTRA_CHANNELS),
                         help="append this candidate channel (computed here) and compare all channels without and with it")
     parser.add_argument("--threads", type=int, default=2)
@@ -164,9 +177,9 @@ def main() -> None:
     elements = {r["id"]: set(r["elements"]) for r in records}
     start = time.perf_counter()
     cfg = UNetConfig()
-    cells = load_cells(dataset, records, cfg.spacing, cfg.multiple, workers=args.workers)
+    cells = load_cells(dataset, records, cfg.spacing, args.multiple or cfg.multiple, workers=args.workers)
     for cell in cells:
-        cell.all_features, cell.maxima = cell.features, local_maxima(cell.target)
+        cell.all_features = cell.features
     names = list(FEATURE_NAMES)
     if args.extra:
         for cell in cells:
@@ -184,6 +197,7 @@ def main() -> None:
         reduced = every[:args.channels if args.channels is not None else -1]
     channel_run = bool(args.extra or args.drop or args.channels is not None)
     compared = (f"{args.ensemble} seeds and their mean" if args.ensemble else
+                f"maxima fractions {args.compare_maxima_fraction}" if args.compare_maxima_fraction else
                 f"cell weight power 0 vs {args.compare_cell_weight}" if args.compare_cell_weight else
                 f"per-voxel width {UNetConfig().point_channels} vs {args.compare_width}" if args.compare_width else
                 f"{args.steps} vs {args.compare_steps} steps" if args.compare_steps else
@@ -209,6 +223,13 @@ def main() -> None:
             for power in [0.0, *map(float, args.compare_cell_weight.split(","))]:
                 row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": args.steps,
                        **fit_and_score(train, val, every, args.steps, args.interstitial_weight, names, cell_power=power)}
+                print(json.dumps(row), flush=True)
+            continue
+        if args.compare_maxima_fraction:
+            for fraction in map(float, args.compare_maxima_fraction.split(",")):
+                row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": args.steps,
+                       **fit_and_score(train, val, every, args.steps, args.interstitial_weight, names,
+                                       width=args.width, maxima_fraction=fraction)}
                 print(json.dumps(row), flush=True)
             continue
         if args.compare_steps:

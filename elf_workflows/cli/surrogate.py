@@ -79,7 +79,9 @@ def predict(
 
 def train(
     data: Path = typer.Option(..., "--data", help="Reference dataset directory (records.jsonl + shards/)."),
-    epochs: int = typer.Option(40, "--epochs", min=1),
+    epochs: int = typer.Option(40, "--epochs", min=0, help="U-Net epochs after the per-voxel pre-training; 0: "
+                               "the pre-trained per-voxel branch alone is the model (its U-Net head stays zero, "
+                               "so inference skips the U-Net, as for the shipped weights)."),
     out: Path = typer.Option(Path("surrogate.pt"), "--out", help="Model file (best validation MAE)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     seed: int = typer.Option(0, "--seed"),
@@ -118,14 +120,20 @@ def train(
     cell_weight_power: float = typer.Option(0.0, "--cell-weight-power", min=0.0, max=1.0,
                                             help="Pre-training draws cells with probability ∝ voxels^P (0: every "
                                             "cell alike; 1: every voxel alike, as evaluate pools them)."),
+    maxima_fraction: float = typer.Option(0.0, "--maxima-fraction", min=0.0, max=0.9,
+                                          help="Fill this fraction of every pre-training batch with voxels at the "
+                                          "DFT ELF's local maxima, pooled over the cells as evaluate pools them."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train the surrogate on periodic patches (origin jitter, symmetry pooling, VOX+HIST+GRAD loss)."""
     from elf_workflows.surrogate.model import UNetConfig
     from elf_workflows.surrogate.train import TrainConfig, train as run
 
-    if patch <= 0 or epochs <= 0 or batch_size <= 0 or patches_per_epoch <= 0:
-        raise InputError("--patch, --epochs, --batch-size and --patches-per-epoch must be positive")
+    if patch <= 0 or epochs < 0 or batch_size <= 0 or patches_per_epoch <= 0:
+        raise InputError("--patch, --batch-size and --patches-per-epoch must be positive, --epochs not negative")
+    if epochs == 0 and (init or resume or pretrain_steps <= 0):
+        raise InputError("--epochs 0 keeps the pre-trained per-voxel branch: it needs --pretrain-steps > 0 and "
+                         "no --init or --resume")
     if not spacing > 0:
         raise InputError(f"--spacing must be positive, got {spacing}")
     cfg = TrainConfig(epochs=epochs, patch_size=patch, patches_per_epoch=patches_per_epoch, batch_size=batch_size,
@@ -133,7 +141,8 @@ def train(
                       val_every=val_every, val_max_cells=val_max_cells, init=str(init) if init else None,
                       freeze_pointwise=freeze_pointwise,
                       val_elements=[e.strip() for e in val_elements.split(",") if e.strip()],
-                      interstitial_weight=interstitial_weight, cell_weight_power=cell_weight_power, workers=workers, max_minutes=max_minutes,
+                      interstitial_weight=interstitial_weight, cell_weight_power=cell_weight_power,
+                      maxima_fraction=maxima_fraction, workers=workers, max_minutes=max_minutes,
                       fresh_unet=fresh_unet,
                       model=UNetConfig(base_channels=base_channels, levels=levels, spacing=spacing,
                                        point_channels=point_channels).to_dict())

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import maximum_filter
 
 from elf_workflows.errors import InputError
 from elf_workflows.grids import fourier_interpolate
@@ -42,6 +43,8 @@ class Cell:
         v_ratio: V/V0 of the cell (:func:`elf_workflows.surrogate.domain.compression_ratio`).
         interstitial: bool ``(nx, ny, nz)``, voxels outside every atom's PAW core radius
             (:func:`interstitial_mask`), where template attractors live.
+        maxima: bool ``(nx, ny, nz)``, the local maxima of ``target`` (:func:`local_maxima`), the
+            voxels at which ``evaluate`` scores the ELF maxima.
     """
 
     id: str
@@ -51,6 +54,13 @@ class Cell:
     patch_ops: np.ndarray
     v_ratio: float
     interstitial: np.ndarray | None = None
+    maxima: np.ndarray | None = None
+
+
+def local_maxima(elf: np.ndarray, floor: float = 0.05) -> np.ndarray:
+    """Boolean mask of periodic local maxima (3×3×3 neighbourhood, wrap-around) with ELF > ``floor``."""
+    elf = np.asarray(elf, float)
+    return (elf >= maximum_filter(elf, size=3, mode="wrap")) & (elf > floor)
 
 
 def interstitial_mask(structure, shape) -> np.ndarray:
@@ -85,7 +95,7 @@ def prepare_cell(structure, elf: np.ndarray, spacing: float, multiple: int, reco
     feats = cell_features(structure, shape=shape)
     return Cell(id=record_id, formula=structure.composition.reduced_formula, features=feats, target=target,
                 patch_ops=patch_operations(structure.lattice.matrix, shape), v_ratio=compression_ratio(structure),
-                interstitial=interstitial_mask(structure, shape))
+                interstitial=interstitial_mask(structure, shape), maxima=local_maxima(target))
 
 
 def holdout_fraction(record_id: str) -> float:

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import maximum_filter
 
 from elf_workflows.errors import InputError
 from elf_workflows.sad import sad_density
-from elf_workflows.surrogate.data import dataset_path
+from elf_workflows.surrogate.data import dataset_path, local_maxima
 from elf_workflows.surrogate.domain import compression_ratio
 from elf_workflows.surrogate.features import gradient_expansion_elf
 from elf_workflows.surrogate.infer import SurrogateModel, load_model, predict_elf
@@ -29,12 +28,6 @@ METHODS = ("surrogate", "gradient_expansion", "constant")
 FIGURE_PAIRS = (("Ba", "Ca"), ("Fe", "Pb"))
 #: V/V0 bins of the per-compression summary: the screening domain (100–300 GPa) lies mostly below 0.45
 COMPRESSION_BINS = {"V/V0 < 0.3": (0.0, 0.3), "0.3 <= V/V0 < 0.45": (0.3, 0.45), "V/V0 >= 0.45": (0.45, 9.0)}
-
-
-def local_maxima(elf: np.ndarray, floor: float = 0.05) -> np.ndarray:
-    """Boolean mask of periodic local maxima (3×3×3 neighbourhood, wrap-around) with ELF > ``floor``."""
-    elf = np.asarray(elf, float)
-    return (elf >= maximum_filter(elf, size=3, mode="wrap")) & (elf > floor)
 
 
 def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:

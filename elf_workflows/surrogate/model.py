@@ -191,12 +191,13 @@ class PeriodicUNet(nn.Module):
         (:func:`predict_grid` evaluates it once per voxel orbit)."""
         m = self.config.multiple
         inputs = x
-        if any(s % m for s in x.shape[2:]):
+        runs_unet = torch.is_grad_enabled() or self.unet_active()
+        if runs_unet and any(s % m for s in x.shape[2:]):
             raise ValueError(f"grid {tuple(x.shape[2:])} is not a multiple of {m} along every axis")
         if torch.is_grad_enabled():
             x = (x - self.input_shift[:, None, None, None]) / self.input_scale[:, None, None, None]
             out = self.head(self.unet_features(x))
-        elif not self.unet_active():  # the head reads nothing: the U-Net's output is the head's bias, exactly
+        elif not runs_unet:  # the head reads nothing: the U-Net's output is the head's bias, exactly
             out = self.head.bias.reshape(1, 1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[2:])
         else:  # inference: no standardised copy of the input (a 128³ tile's is 0.18 GB)
             out = self.head(self.unet_features(x, raw=True))

@@ -69,6 +69,7 @@ class TrainConfig:
     val_elements: list[str] = field(default_factory=list)
     interstitial_weight: float = 0.0
     cell_weight_power: float = 0.0
+    maxima_fraction: float = 0.0
     init: str | None = None
     fresh_unet: bool = False
     freeze_pointwise: bool = True
@@ -177,15 +178,39 @@ def draw_cells(rng: np.random.Generator, sizes: np.ndarray, n: int, power: float
     return rng.choice(len(sizes), size=n, p=weights / weights.sum())
 
 
+def draw_rows(rng: np.random.Generator, sizes: np.ndarray, batch: int, power: float = 0.0,
+              maxima_rows: np.ndarray | None = None, n_maxima_rows: int = 0) -> np.ndarray:
+    """Row indices of one pre-training batch into the voxels of all cells concatenated (cell sizes ``sizes``).
+
+    ``batch − n_maxima_rows`` rows: a cell (:func:`draw_cells`, ∝ voxels^``power``), then a random voxel
+    of it; ``n_maxima_rows`` rows drawn uniformly from ``maxima_rows`` (the rows at DFT ELF maxima).
+    With ``n_maxima_rows`` = 0 the random stream is used exactly as before session 11.
+    """
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    n_voxel_rows = batch - n_maxima_rows
+    pick = draw_cells(rng, sizes, n_voxel_rows, power)
+    rows = offsets[pick] + (rng.random(n_voxel_rows) * sizes[pick]).astype(np.int64)
+    if n_maxima_rows:
+        rows = np.concatenate([rows, maxima_rows[rng.integers(len(maxima_rows), size=n_maxima_rows)]])
+    return rows
+
+
 def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np.random.Generator,
                        device: str = "cpu", lr: float = 3e-3, batch: int = 8192,
-                       interstitial_weight: float = 0.0, cell_weight_power: float = 0.0) -> float:
+                       interstitial_weight: float = 0.0, cell_weight_power: float = 0.0,
+                       maxima_fraction: float = 0.0) -> float:
     """Fit the pointwise branch (and the head bias) on random voxels, with the U-Net head zeroed.
 
     Each batch draws ``batch`` cells, with probability ∝ (voxel count)^``cell_weight_power`` — 0:
     uniformly (small, compressed cells count as much as big ones, as in the patch epochs); 1: every
     voxel of the set equally likely — and one random voxel of each. The loss is
     :func:`interstitial_weighted_l1` (plain L1 when ``interstitial_weight`` is 0).
+
+    ``maxima_fraction`` > 0 fills that fraction of every batch with voxels drawn uniformly from the
+    local maxima of the DFT ELF of all the cells together (:attr:`Cell.maxima`), pooled as ``evaluate``
+    pools them for its MAE and R² at the maxima: a cell with hundreds of shallow maxima (an
+    uncompressed alkali metal) weighs as much there as in that metric. At 0 (the default) the draws
+    are exactly those of the models trained before session 11.
 
     With the head's weights at zero the logits are ``bias + point(x)`` voxel by voxel, so this stage
     is a cheap per-voxel regression (L1, cosine-decayed learning rate) that brings the model to the
@@ -201,7 +226,12 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
         (cell.interstitial if cell.interstitial is not None else np.ones(cell.target.shape, bool)).reshape(-1)
         for cell in cells]).astype(np.float32))
     sizes = np.array([cell.target.size for cell in cells])
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    n_maxima_rows = int(round(batch * maxima_fraction))
+    maxima_rows = None
+    if n_maxima_rows:
+        if any(cell.maxima is None for cell in cells):
+            raise ValueError("maxima_fraction > 0 needs every cell's maxima (Cell.maxima)")
+        maxima_rows = np.flatnonzero(np.concatenate([cell.maxima.reshape(-1) for cell in cells]))
     with torch.no_grad():
         net.head.weight.zero_()
         net.head.bias.fill_(float(torch.logit(y_all.mean().clamp(0.02, 0.98))))
@@ -213,8 +243,7 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.05 * lr)
     mae = float("nan")
     for _ in range(steps):
-        pick = draw_cells(rng, sizes, batch, cell_weight_power)  # cells, then a voxel of each
-        idx = torch.from_numpy(offsets[pick] + (rng.random(batch) * sizes[pick]).astype(np.int64))
+        idx = torch.from_numpy(draw_rows(rng, sizes, batch, cell_weight_power, maxima_rows, n_maxima_rows))
         x = x_all[idx].to(device)
         pred = pointwise_elf(net, x)
         y = y_all[idx].to(device)
@@ -317,14 +346,14 @@ def prepare_training_data(data: str | Path, config: TrainConfig) -> TrainingData
     from elf_workflows.symmetry import get_space_group
 
     mcfg = UNetConfig(**config.model)
+    # a per-voxel model (no U-Net epochs) is trained on the stride-free grids it predicts on (infer.model_grid)
+    multiple = 1 if config.epochs == 0 else mcfg.multiple
     dataset = dataset_path(data)
     train_recs, val_recs = split_records(dataset, config.val_fraction, config.val_elements)
     train_recs = train_recs[:config.max_train_cells]  # None: all (a number: dry runs)
-    cells = load_cells(dataset, train_recs, mcfg.spacing, mcfg.multiple, config.max_cell_voxels,
-                       workers=config.workers)
+    cells = load_cells(dataset, train_recs, mcfg.spacing, multiple, config.max_cell_voxels, workers=config.workers)
     val_recs = sorted(val_recs, key=lambda r: holdout_fraction(r["id"]))[:max(0, config.val_max_cells)]
-    val_cells = load_cells(dataset, val_recs, mcfg.spacing, mcfg.multiple, config.max_cell_voxels,
-                           workers=config.workers)
+    val_cells = load_cells(dataset, val_recs, mcfg.spacing, multiple, config.max_cell_voxels, workers=config.workers)
     if not cells:
         raise InputError(f"no training cells under {config.max_cell_voxels} native voxels in {data}")
     kept = {c.id for c in val_cells}
@@ -419,7 +448,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     if not resume and not cfg.init and cfg.pretrain_steps > 0:
         t_pre = time.perf_counter()
         mae = pretrain_pointwise(net, cells, cfg.pretrain_steps, np.random.default_rng([cfg.seed, 10**6]), cfg.device,
-                                 interstitial_weight=cfg.interstitial_weight, cell_weight_power=cfg.cell_weight_power)
+                                 interstitial_weight=cfg.interstitial_weight, cell_weight_power=cfg.cell_weight_power,
+                                 maxima_fraction=cfg.maxima_fraction)
         log(f"pointwise branch pre-trained: {cfg.pretrain_steps} steps, voxel MAE {mae:.4f}, "
             f"{time.perf_counter() - t_pre:.0f} s")
     if not resume:
@@ -433,6 +463,14 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     else:
         initial = ck.get("initial_val_mae")
         val_seconds = 0.0
+    def write_metrics() -> None:
+        metrics = {"history": history, "best_val_mae": best if math.isfinite(best) else None,
+                   "initial_val_mae": initial,
+                   "trained_on": trained_on, "config": asdict(cfg), "n_parameters": net.n_parameters()}
+        paths["metrics"].write_text(json.dumps(metrics, indent=1))
+
+    if cfg.epochs == 0:  # the per-voxel model alone: the pre-trained branch (U-Net head zero) is what was saved
+        write_metrics()
     n_batches = max(1, cfg.patches_per_epoch // cfg.batch_size)
     # the training cells live on the training device (on CPU without a copy): patches are cut there
     cells = [replace(cell, features=torch.as_tensor(cell.features, device=cfg.device),
@@ -486,10 +524,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
                     "sched": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best,
                     "config": asdict(cfg), "val_ids": [c.id for c in val_cells], "initial_val_mae": initial},
                    paths["ckpt"])
-        metrics = {"history": history, "best_val_mae": best if math.isfinite(best) else None,
-                   "initial_val_mae": initial,
-                   "trained_on": trained_on, "config": asdict(cfg), "n_parameters": net.n_parameters()}
-        paths["metrics"].write_text(json.dumps(metrics, indent=1))
+        write_metrics()
         if epoch == start_epoch and cfg.max_minutes:
             n_epochs[0] = epochs_within(cfg.max_minutes * 60 - (time.perf_counter() - t_start), row["seconds"],
                                         val_seconds, cfg.val_every, epoch + 1, cfg.epochs)
