@@ -183,3 +183,21 @@ def test_boundary_saddles_dense_table_equals_sorted_pairs_and_a_direct_scan(monk
     assert n > 10 and len(expected) > 20
     for a, b, s in (dense, sorted_pairs):
         assert dict(zip(zip(a.tolist(), b.tolist()), s.tolist())) == expected
+
+
+
+def test_watershed_ties_do_not_follow_float_noise(monkeypatch):
+    """A voxel midway between two equal maxima has two equal uphill slopes: the tie goes to the same
+    neighbour however the last bits of the field fall (1e-7 noise, as two float32 code paths give)."""
+    from elf_workflows.templates import basins
+
+    n = 16
+    x = np.arange(n) / n
+    field = (np.cos(4 * np.pi * x)[:, None, None] + 0.3 * np.cos(2 * np.pi * x)[None, :, None]
+             + 0.2 * np.cos(2 * np.pi * x)[None, None, :])
+    reference = watershed(field).labels
+    assert len(np.unique(reference)) == 2  # maxima at x = 0 and x = 1/2, y = z = 0; valleys at x = 1/4, 3/4
+    noisy = [field + np.random.default_rng(seed).normal(0, 1e-7, field.shape) for seed in range(10)]
+    assert all(np.array_equal(watershed(f).labels, reference) for f in noisy)
+    monkeypatch.setattr(basins, "TIE_TOLERANCE", 0.0)  # without it the valley voxels follow the noise
+    assert not all(np.array_equal(watershed(f).labels, reference) for f in noisy)

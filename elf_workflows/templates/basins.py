@@ -53,17 +53,28 @@ class Basins:
         return np.bincount(self.basin_index().ravel(), minlength=len(self.maxima)) * voxel_volume
 
 
+#: two uphill slopes closer than this fraction of (field range / shortest step) are a tie, which goes to
+#: the earlier neighbour in :data:`OFFSETS`: float noise (a 1e-7 change of the ELF) cannot then move a
+#: voxel midway between symmetry-equivalent maxima from one basin to the other
+TIE_TOLERANCE = 1e-5
+
+
 def steepest_ascent_pointers(field: np.ndarray, lattice: Lattice | None = None) -> np.ndarray:
-    """Flat index of the steepest-uphill neighbour of every voxel (itself at a maximum or on a flat top)."""
+    """Flat index of the steepest-uphill neighbour of every voxel (itself at a maximum or on a flat top).
+
+    Near-equal slopes (within :data:`TIE_TOLERANCE` of the field's range per shortest step) are ties,
+    resolved in :data:`OFFSETS` order, so the partition does not depend on the last bits of the field.
+    """
     field = np.asarray(field, float)
     shape = field.shape
     n = np.asarray(shape)
     matrix = lattice.matrix if lattice is not None else np.eye(3)
     steps = (OFFSETS / n) @ matrix  # Cartesian length of each neighbour step (Å)
     lengths = np.linalg.norm(steps, axis=1)
+    tie = TIE_TOLERANCE * float(np.ptp(field)) / float(lengths.min())
     padded = np.pad(field, 1, mode="wrap")  # neighbour views are slices of it: no copies
     nx, ny, nz = shape
-    best_slope = np.zeros(shape)
+    to_beat = np.zeros(shape)  # 0 until an uphill neighbour is found, then its slope + tie
     best = np.full(shape, -1, dtype=np.int8)
     slope = np.empty(shape)
     better = np.empty(shape, dtype=bool)
@@ -71,8 +82,9 @@ def steepest_ascent_pointers(field: np.ndarray, lattice: Lattice | None = None) 
         neighbour = padded[1 + a:1 + a + nx, 1 + b:1 + b + ny, 1 + c:1 + c + nz]  # field[i + offset]
         np.subtract(neighbour, field, out=slope)
         slope /= length
-        np.greater(slope, best_slope, out=better)
-        np.copyto(best_slope, slope, where=better)
+        np.greater(slope, to_beat, out=better)
+        slope += tie
+        np.copyto(to_beat, slope, where=better)
         np.copyto(best, np.int8(o), where=better)
     idx = np.indices(shape)
     step = np.where(best >= 0, OFFSETS[np.maximum(best, 0)].transpose(3, 0, 1, 2), 0)
