@@ -246,6 +246,19 @@ def test_score_agreement_metrics():
     assert score_agreement([0.0, 0.0, 0.0], [0.1, 0.2, 0.3])["spearman"] is None  # undefined, not a number
 
 
+def test_uncertainty_agreement_ranks_errors():
+    from elf_workflows.surrogate.evaluate import uncertainty_agreement
+
+    dft = [0.0, 0.0, 0.5, 1.0, 0.3, 0.0]
+    predicted = [0.0, 0.1, 0.2, 1.05, 0.3, 0.0]  # errors 0, 0.1, 0.3, 0.05, 0, 0
+    perfect = uncertainty_agreement(dft, predicted, [0.0, 0.2, 0.9, 0.1, 0.01, 0.02], top=2)
+    assert perfect["spearman_scored"] == pytest.approx(1.0)  # cells 1-4: errors and uncertainties in the same order
+    assert perfect["n_scored"] == 4 and perfect["top_hits"] == 2
+    backwards = uncertainty_agreement(dft, predicted, [0.9, 0.2, 0.0, 0.1, 0.5, 0.5], top=2)
+    assert backwards["spearman_scored"] == pytest.approx(-0.8) and backwards["top_hits"] == 0
+    assert uncertainty_agreement(dft, predicted, [0.1] * 6)["spearman"] is None  # a constant flags nothing
+
+
 def test_evaluate_scores_each_cell_like_screening(trained, tmp_path):
     from elf_workflows.sad import partition_density
     from elf_workflows.surrogate import predict_elf
@@ -263,6 +276,12 @@ def test_evaluate_scores_each_cell_like_screening(trained, tmp_path):
     assert row["surrogate_score"] == pytest.approx(score_template(s, ml, partition_density(s, ml.shape)).score, abs=1e-3)
     assert result["template_scores"]["n_structures"] == 1
     assert result["template_scores"]["mae"] == pytest.approx(abs(row["surrogate_score"] - row["dft_score"]))
+    from elf_workflows.templates.score import SURROGATE_VOID_SIGMA, score_uncertainty
+
+    predicted = score_template(s, ml, partition_density(s, ml.shape))
+    assert row["surrogate_score_uncertainty"] == pytest.approx(
+        score_uncertainty(s, predicted.attractors, SURROGATE_VOID_SIGMA), abs=1e-3)
+    assert result["template_scores"]["uncertainty"]["elf_sigma"] == SURROGATE_VOID_SIGMA
 
 
 def test_interstitial_mask_excludes_exactly_the_core_spheres():

@@ -196,6 +196,13 @@ def evaluate(
         typer.echo(f"template scores, surrogate ELF + partition SAD vs DFT ELF + SCF density: MAE {ts['mae']:.3f} "
                    f"e/metal atom, Spearman {ts['spearman'] if ts['spearman'] is None else round(ts['spearman'], 3)}; "
                    f"non-zero in {ts['nonzero_surrogate']} vs {ts['nonzero_dft']} of {ts['n_structures']} cells")
+        if u := ts.get("uncertainty"):
+            def fmt(x):
+                return "n/a" if x is None else f"{x:.2f}"
+
+            typer.echo(f"score uncertainty (ELF sigma {u['elf_sigma']:g} at void maxima) vs |score error|: Spearman "
+                       f"{fmt(u['spearman'])} over all cells, {fmt(u['spearman_scored'])} over the {u['n_scored']} "
+                       f"scored ones; its top {u['top']} hold {u['top_hits']} of the {u['top']} largest errors")
     typer.echo(f"figures and tables in {out_dir}")
 
 

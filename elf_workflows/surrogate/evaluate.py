@@ -101,8 +101,13 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
         if scores:
             from elf_workflows.templates import score_template
 
+            from elf_workflows.templates.score import SURROGATE_VOID_SIGMA, score_uncertainty
+
             row["dft_score"] = score_template(structure, ref, dft_density.astype(float), density_source="scf").score
-            row["surrogate_score"] = score_template(structure, ml).score
+            predicted = score_template(structure, ml)
+            row["surrogate_score"] = predicted.score
+            # what the surrogate-uncertainty engine stores for this template (docs/flows.md)
+            row["surrogate_score_uncertainty"] = score_uncertainty(structure, predicted.attractors, SURROGATE_VOID_SIGMA)
         rows.append(row)
         t_ml.append(sec)
         if rec.get("seconds"):
@@ -131,8 +136,13 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
               "improvement_over_gradient_expansion": ge_ratio,
               "speed": speed, "structures": rows, "figures": {}}
     if scores:
-        result["template_scores"] = score_agreement([r["dft_score"] for r in rows],
-                                                    [r["surrogate_score"] for r in rows])
+        from elf_workflows.templates.score import SURROGATE_VOID_SIGMA
+
+        result["template_scores"] = {
+            **score_agreement([r["dft_score"] for r in rows], [r["surrogate_score"] for r in rows]),
+            "uncertainty": {"elf_sigma": SURROGATE_VOID_SIGMA, **uncertainty_agreement(
+                [r["dft_score"] for r in rows], [r["surrogate_score"] for r in rows],
+                [r["surrogate_score_uncertainty"] for r in rows])}}
     # B2 figures: look beyond the split if the pair is not in it
     for pair in FIGURE_PAIRS:
         if pair in fields:
@@ -171,6 +181,28 @@ def score_agreement(dft: list[float], predicted: list[float]) -> dict:
     return {"n_structures": int(len(dft)), "mae": float(np.abs(predicted - dft).mean()) if len(dft) else None,
             "spearman": None if rho is None else float(rho),
             "nonzero_dft": int((dft > 0).sum()), "nonzero_surrogate": int((predicted > 0).sum())}
+
+
+def uncertainty_agreement(dft: list[float], predicted: list[float], uncertainty: list[float], top: int = 20) -> dict:
+    """How well a score uncertainty flags the scores that are off: Spearman ρ of ``uncertainty`` against
+    |predicted − DFT| over all cells and over the cells that either method scores (> 0), and how many of
+    the ``top`` largest uncertainties are among the ``top`` largest errors (ties broken by cell order)."""
+    from scipy.stats import spearmanr
+
+    dft, predicted, uncertainty = (np.asarray(a, float) for a in (dft, predicted, uncertainty))
+    error = np.abs(predicted - dft)
+
+    def rho(mask) -> float | None:
+        if mask.sum() < 3 or np.ptp(error[mask]) == 0 or np.ptp(uncertainty[mask]) == 0:
+            return None
+        return float(spearmanr(uncertainty[mask], error[mask]).statistic)
+
+    k = min(top, len(error))
+    flagged = set(np.argsort(-uncertainty, kind="stable")[:k].tolist())
+    worst = set(np.argsort(-error, kind="stable")[:k].tolist())
+    scored = (dft > 0) | (predicted > 0)
+    return {"spearman": rho(np.ones(len(error), bool)), "spearman_scored": rho(scored),
+            "n_scored": int(scored.sum()), "top": k, "top_hits": len(flagged & worst)}
 
 
 def _summarize(vox: dict, at_max: dict) -> dict:
