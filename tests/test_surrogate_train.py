@@ -212,8 +212,10 @@ def test_cli_predict_train_evaluate(trained, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "missing.vasp"), "-o", str(tmp_path / "X")]) == 1
     assert main(["predict", str(poscar), "-o", str(tmp_path / "X"), "--model", str(poscar)]) == 1
     assert main(["train", "--data", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "m.pt")]) == 1
+    # a per-voxel model (--epochs 0) is its pre-training: without it there is nothing to keep
+    assert main(["train", "--data", str(data), "--epochs", "0", "--pretrain-steps", "0", "--out", str(tmp_path / "m.pt")]) == 1
     err = capsys.readouterr().err
-    assert err.count("error:") == 4 and "Traceback" not in err
+    assert err.count("error:") == 5 and "Traceback" not in err and "--epochs 0" in err
     assert main(["evaluate", "--data", str(data), "--split", "test", "--model", str(out), "--out-dir",
                  str(tmp_path / "ev"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

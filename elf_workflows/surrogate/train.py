@@ -201,7 +201,7 @@ def pretrain_pointwise(net: PeriodicUNet, cells: list[Cell], steps: int, rng: np
                        maxima_fraction: float = 0.0) -> float:
     """Fit the pointwise branch (and the head bias) on random voxels, with the U-Net head zeroed.
 
-    Each batch draws ``batch`` cells, with probability ∝ (voxel count)^``cell_weight_power`` — 0:
+    Each batch draws ``batch`` cells (less the maxima rows below), with probability ∝ (voxel count)^``cell_weight_power`` — 0:
     uniformly (small, compressed cells count as much as big ones, as in the patch epochs); 1: every
     voxel of the set equally likely — and one random voxel of each. The loss is
     :func:`interstitial_weighted_l1` (plain L1 when ``interstitial_weight`` is 0).
@@ -463,6 +463,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
     else:
         initial = ck.get("initial_val_mae")
         val_seconds = 0.0
+
     def write_metrics() -> None:
         metrics = {"history": history, "best_val_mae": best if math.isfinite(best) else None,
                    "initial_val_mae": initial,
