@@ -73,6 +73,9 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
     rows, at_max = [], {m: [] for m in ("dft", *METHODS)}
     vox = {m: [0.0, 0.0, 0] for m in METHODS}  # sum |d|, sum d², count
     cell_vox = []  # the same sums per cell
+    if scores:
+        from elf_workflows.templates import score_template
+        from elf_workflows.templates.score import SURROGATE_VOID_SIGMA, score_uncertainty
     fields = {}
     t_ml, t_dft = [], []
     for rec in records:
@@ -99,10 +102,6 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
             row[f"{m}_max_mae"] = round(float(np.abs(d[mask]).mean()), 5) if mask.any() else None
             at_max[m].append(p[mask])
         if scores:
-            from elf_workflows.templates import score_template
-
-            from elf_workflows.templates.score import SURROGATE_VOID_SIGMA, score_uncertainty
-
             row["dft_score"] = score_template(structure, ref, dft_density.astype(float), density_source="scf").score
             predicted = score_template(structure, ml)
             row["surrogate_score"] = predicted.score
@@ -136,8 +135,6 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
               "improvement_over_gradient_expansion": ge_ratio,
               "speed": speed, "structures": rows, "figures": {}}
     if scores:
-        from elf_workflows.templates.score import SURROGATE_VOID_SIGMA
-
         result["template_scores"] = {
             **score_agreement([r["dft_score"] for r in rows], [r["surrogate_score"] for r in rows]),
             "uncertainty": {"elf_sigma": SURROGATE_VOID_SIGMA, **uncertainty_agreement(
