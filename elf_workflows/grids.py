@@ -148,6 +148,16 @@ def cartesian_g(lattice: Lattice, h: np.ndarray, k: np.ndarray, l: np.ndarray) -
             + l[None, None, None, :] * b[2][:, None, None, None])
 
 
+def local_maxima_mask(field: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """Boolean mask of the periodic local maxima of ``field``: voxels ≥ all 26 neighbours (wrap-around),
+    and above ``floor`` when given."""
+    from scipy.ndimage import maximum_filter
+
+    field = np.asarray(field, float)
+    mask = field >= maximum_filter(field, size=3, mode="wrap")
+    return mask if floor is None else mask & (field > floor)
+
+
 def squared_g_norms(lattice: Lattice, h: np.ndarray, k: np.ndarray, l: np.ndarray) -> np.ndarray:
     """|G|² (Å⁻², 2π included) on the product of 1D Miller-index vectors, ``(nh, nk, nl)``, from the metric.
 

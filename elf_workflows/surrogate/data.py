@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import maximum_filter
 
 from elf_workflows.errors import InputError
-from elf_workflows.grids import fourier_interpolate
+from elf_workflows.grids import fourier_interpolate, local_maxima_mask
 from elf_workflows.surrogate.domain import compression_ratio
 from elf_workflows.surrogate.features import cell_features
 from elf_workflows.surrogate.infer import native_grid
@@ -58,9 +57,9 @@ class Cell:
 
 
 def local_maxima(elf: np.ndarray, floor: float = 0.05) -> np.ndarray:
-    """Boolean mask of periodic local maxima (3×3×3 neighbourhood, wrap-around) with ELF > ``floor``."""
-    elf = np.asarray(elf, float)
-    return (elf >= maximum_filter(elf, size=3, mode="wrap")) & (elf > floor)
+    """Boolean mask of the periodic local maxima with ELF > ``floor``: the reference maxima ``evaluate``
+    scores (:func:`elf_workflows.grids.local_maxima_mask`)."""
+    return local_maxima_mask(elf, floor)
 
 
 def interstitial_mask(structure, shape) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from elf_workflows.grids import local_maxima_mask
 from elf_workflows.templates.basins import Basins, merge_shallow_basins, watershed
 
 if TYPE_CHECKING:
@@ -90,14 +91,7 @@ class Attractor:
 # --------------------------------------------------------------------------------------------- maxima
 def local_maxima(field: np.ndarray) -> np.ndarray:
     """Flat indices of the periodic local maxima: voxels ≥ all 26 neighbours."""
-    field = np.asarray(field, float)
-    is_max = np.ones(field.shape, bool)
-    for a in (-1, 0, 1):
-        for b in (-1, 0, 1):
-            for c in (-1, 0, 1):
-                if (a, b, c) != (0, 0, 0):
-                    is_max &= field >= np.roll(field, (a, b, c), axis=(0, 1, 2))
-    return np.flatnonzero(is_max)
+    return np.flatnonzero(local_maxima_mask(field))
 
 
 def refine_maxima(field: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
