@@ -208,29 +208,27 @@ def main() -> None:
     for held in (set(h.split(",")) for h in args.held_out):
         train = [c for c in cells if not elements[c.id] & held]
         val = sorted((c for c in cells if elements[c.id] & held), key=lambda c: holdout_fraction(c.id))[:150]
+
+        def emit(row: dict, steps: int = args.steps) -> None:
+            print(json.dumps({"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val),
+                              "steps": steps, **row}), flush=True)
+
         if args.ensemble:
             for row in ensemble_rows(train, val, args.steps, args.interstitial_weight, args.ensemble):
-                print(json.dumps({"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val),
-                                  "steps": args.steps, **row}), flush=True)
+                emit(row)
             continue
         if args.compare_width:
             for width in (None, args.compare_width):
-                row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": args.steps,
-                       **fit_and_score(train, val, every, args.steps, args.interstitial_weight, names, width)}
-                print(json.dumps(row), flush=True)
+                emit(fit_and_score(train, val, every, args.steps, args.interstitial_weight, names, width))
             continue
         if args.compare_cell_weight:
             for power in [0.0, *map(float, args.compare_cell_weight.split(","))]:
-                row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": args.steps,
-                       **fit_and_score(train, val, every, args.steps, args.interstitial_weight, names, cell_power=power)}
-                print(json.dumps(row), flush=True)
+                emit(fit_and_score(train, val, every, args.steps, args.interstitial_weight, names, cell_power=power))
             continue
         if args.compare_maxima_fraction:
             for fraction in map(float, args.compare_maxima_fraction.split(",")):
-                row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": args.steps,
-                       **fit_and_score(train, val, every, args.steps, args.interstitial_weight, names,
-                                       width=args.width, maxima_fraction=fraction)}
-                print(json.dumps(row), flush=True)
+                emit(fit_and_score(train, val, every, args.steps, args.interstitial_weight, names,
+                                   width=args.width, maxima_fraction=fraction))
             continue
         if args.compare_steps:
             variants = [(every, args.interstitial_weight, steps) for steps in (args.steps, args.compare_steps)]
@@ -240,10 +238,7 @@ def main() -> None:
             weight = args.interstitial_weight  # channel runs before session 7: plain L1 (no weight given)
             variants = [(reduced, weight, args.steps), (every, weight, args.steps)]
         for n, weight, steps in variants:
-            row = {"held_out": ",".join(sorted(held)), "n_train": len(train), "n_val": len(val), "steps": steps,
-                   **fit_and_score(train, val, n, steps, weight, names)}
-            print(json.dumps(row), flush=True)
-
+            emit(fit_and_score(train, val, n, steps, weight, names), steps)
 
 if __name__ == "__main__":
     main()
