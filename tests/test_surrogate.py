@@ -384,6 +384,32 @@ def test_a_per_voxel_model_at_orbit_representatives_equals_the_whole_pipeline():
         assert native.shape == model_grid(structure, model, group) and native.std() > 0.05
 
 
+def test_merged_per_voxel_models_predict_the_sigmoid_of_their_mean_logit():
+    from elf_workflows.surrogate.model import merge_pointwise, per_voxel_elf
+
+    members = []
+    for seed, width in ((1, 16), (2, 8)):
+        net = random_model(seed, base_channels=4, point_channels=width).net
+        with torch.no_grad():
+            torch.nn.init.normal_(net.point[-1].weight, 0.0, 0.5)  # the last layer starts at zero
+            net.point[-1].bias.fill_(0.3 * seed)
+            net.head.bias.fill_(-0.2 * seed)
+        with pytest.raises(ValueError, match="per-voxel models"):
+            merge_pointwise([net])  # its U-Net still reads its features
+        net.drop_unet()
+        members.append(net)
+    merged = merge_pointwise(members)
+    assert merged.config.point_channels == 24 and not merged.unet_active()
+    x = torch.randn(1, N_FEATURES, 6, 5, 7)
+    with torch.no_grad():
+        logits = [m.logits(x) for m in members]
+        assert (logits[0] - logits[1]).abs().max() > 0.5  # two different models
+        assert torch.allclose(merged.logits(x), (logits[0] + logits[1]) / 2, atol=1e-5)
+    rows = x[0].reshape(N_FEATURES, -1).numpy()
+    expected = torch.sigmoid((logits[0] + logits[1]) / 2).reshape(-1).numpy()
+    assert np.abs(per_voxel_elf(merged, rows) - expected).max() < 1e-6
+
+
 def test_a_dropped_unet_leaves_bias_plus_pointwise_and_is_skipped_at_inference():
     net = random_model().net
     x = torch.randn(1, N_FEATURES, 8, 8, 8)

@@ -24,7 +24,7 @@ the head to learn from (docs/surrogate.md, session 6).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -358,3 +358,42 @@ def predict_grid(model: PeriodicUNet, features: np.ndarray, max_voxels: int = MA
         sizes = [d.stop - d.start for d in dst]
         out[dst] = pred[halo:halo + sizes[0], halo:halo + sizes[1], halo:halo + sizes[2]].numpy()
     return out
+
+
+@torch.no_grad()
+def merge_pointwise(members: list[PeriodicUNet]) -> PeriodicUNet:
+    """One per-voxel model whose logit is the mean of the members' logits: an ensemble as a single branch.
+
+    Each member must be a per-voxel model (U-Net dropped, :meth:`PeriodicUNet.drop_unet`) of the same
+    input channels and spacing. The merged branch stacks the members' hidden units side by side
+    (first layer concatenated, second block-diagonal, last layer and biases averaged), so its width
+    is the sum of theirs and its output is sigmoid(mean of the members' logits), exactly up to float
+    rounding (tested); the file format and inference path are those of any per-voxel model. The
+    U-Net weights (unused) and input statistics come from the first member.
+    """
+    if not members:
+        raise ValueError("merge_pointwise needs at least one model")
+    first = members[0]
+    for m in members:
+        if m.point is None or m.unet_active():
+            raise ValueError("merge_pointwise needs per-voxel models (U-Net dropped, per-voxel branch present)")
+        if (m.config.in_channels, m.config.spacing) != (first.config.in_channels, first.config.spacing):
+            raise ValueError("merge_pointwise needs members of the same input channels and spacing")
+    widths = [m.config.point_channels for m in members]
+    merged = PeriodicUNet(replace(first.config, point_channels=sum(widths)))
+    merged.load_state_dict({k: v for k, v in first.state_dict().items() if not k.startswith("point.")}, strict=False)
+    n = len(members)
+    layers = [[m.point[i] for m in members] for i in (0, 2, 4)]
+    merged.point[0].weight.copy_(torch.cat([c.weight for c in layers[0]], 0))
+    merged.point[0].bias.copy_(torch.cat([c.bias for c in layers[0]]))
+    merged.point[2].weight.zero_()
+    start = 0
+    for c, w in zip(layers[1], widths):
+        merged.point[2].weight[start:start + w, start:start + w] = c.weight
+        start += w
+    merged.point[2].bias.copy_(torch.cat([c.bias for c in layers[1]]))
+    merged.point[4].weight.copy_(torch.cat([c.weight for c in layers[2]], 1) / n)
+    merged.point[4].bias.copy_(sum(c.bias for c in layers[2]) / n)
+    merged.head.weight.zero_()
+    merged.head.bias.copy_(sum(m.head.bias for m in members) / n)
+    return merged
