@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elf_workflows.errors import InputError
 from elf_workflows.reference.gpaw import PRESETS, compute_gpaw_elf
 from elf_workflows.surrogate.data import dataset_path, local_maxima
 from elf_workflows.surrogate.domain import compression_ratio
@@ -87,22 +88,28 @@ def main() -> None:
                         help="override one setting of the preset, e.g. kpoint_density=4 (repeatable)")
     parser.add_argument("--timeout", type=float, default=900.0, help="wall-time cap per GPAW run (s)")
     parser.add_argument("--save", default=None, metavar="DIR", help="write each recomputed ELF to DIR/ID.npy")
+    parser.add_argument("--model", default=None, help="surrogate model file (default: the shipped weights)")
     args = parser.parse_args()
-    dataset = dataset_path(args.data)
-    if args.ids:
-        records = [dataset.record(i) for i in args.ids.split(",")]
-    else:
-        records = sorted(dataset.records(split=args.split), key=lambda r: r["id"])
-        pick = np.random.default_rng(args.seed).choice(len(records), min(args.sample, len(records)), replace=False)
-        records = [records[i] for i in sorted(pick)]
     settings = dataclasses.replace(PRESETS[args.preset], timeout_s=args.timeout)
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes NAME=VALUE, e.g. --set ecut_ev=600")
     overrides = dict(item.split("=", 1) for item in args.set)
-    fields = {f.name: f.type for f in dataclasses.fields(settings)}
-    unknown = set(overrides) - set(fields)
+    annotations = {f.name: f.type for f in dataclasses.fields(settings)}
+    unknown = set(overrides) - set(annotations)
     if unknown:
-        parser.error(f"unknown settings {sorted(unknown)}; known: {', '.join(fields)}")
-    settings = dataclasses.replace(settings, **{k: parse_setting(v, fields[k]) for k, v in overrides.items()})
-    model = load_model()
+        parser.error(f"unknown settings {sorted(unknown)}; known: {', '.join(annotations)}")
+    settings = dataclasses.replace(settings, **{k: parse_setting(v, annotations[k]) for k, v in overrides.items()})
+    try:
+        dataset = dataset_path(args.data)
+        if args.ids:
+            records = [dataset.record(i) for i in args.ids.split(",")]
+        else:
+            records = sorted(dataset.records(split=args.split), key=lambda r: r["id"])
+            pick = np.random.default_rng(args.seed).choice(len(records), min(args.sample, len(records)), replace=False)
+            records = [records[i] for i in sorted(pick)]
+    except InputError as exc:
+        parser.error(str(exc))
+    model = load_model(args.model)
     parts = []
     for rec in records:
         structure, reference, _ = dataset.load(rec["id"])
