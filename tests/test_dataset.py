@@ -143,6 +143,34 @@ def test_build_records_failures_and_skips_on_rerun(tmp_path):
     assert again == {"ok": 0, "failed": 0, "skipped": 2, "total": 2}
 
 
+def test_export_then_rebuild_keeps_split_and_provenance_and_points_back(tmp_path, capsys):
+    pytest.importorskip("gpaw")
+    from elf_workflows.dataset.build import build_dataset
+    from elf_workflows.reference.gpaw import LOOSE
+
+    rng = np.random.default_rng(1)
+    with DatasetWriter(tmp_path / "old") as writer:
+        for s, split, source in ((cell(), "val", "fcc Al"), (cell("Li", 3.5), "test", "fcc Li")):
+            writer.add({"id": record_id(s, "gpaw", {"ecut_ev": 300}), "structure": s, "engine": "gpaw", "settings": {},
+                        "split": split, "source": source, "v_ratio": 0.5, "seconds": 1.0}, rng.random((4, 4, 4)),
+                       rng.random((4, 4, 4)))
+    old = ReferenceDataset(tmp_path / "old")
+    assert main(["dataset", "export", str(tmp_path / "old"), "--split", "val", "-o", str(tmp_path / "val.json")]) == 0
+    docs = json.loads((tmp_path / "val.json").read_text())
+    (al_id,) = old.ids("val")
+    assert [(d["split"], d["source"], d["v_ratio"], d["parent_id"]) for d in docs] == [("val", "fcc Al", 0.5, al_id)]
+    assert [d["parent_id"] for d in old.input_documents(elements={"Li"})] == old.ids("test")
+    assert main(["dataset", "export", str(tmp_path / "old"), "--elements", "Cs", "-o", str(tmp_path / "x.json")]) == 1
+    assert "no cells" in capsys.readouterr().err
+    from elf_workflows.dataset.build import load_inputs
+
+    counts = build_dataset(load_inputs([tmp_path / "val.json"]), tmp_path / "new", LOOSE, workers=0, progress=False)
+    assert counts["ok"] == 1
+    (rec,) = ReferenceDataset(tmp_path / "new").records()
+    assert rec["id"] != al_id and rec["parent_id"] == al_id and rec["split"] == "val" and rec["source"] == "fcc Al"
+    assert ReferenceDataset(tmp_path / "new").load_structure(rec["id"]) == old.load_structure(al_id)
+
+
 @pytest.mark.gpaw
 def test_build_resumes_after_kill(tmp_path):
     """`dataset build` (one worker process) killed with SIGKILL after its first record; the rerun keeps

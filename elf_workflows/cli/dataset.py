@@ -1,4 +1,4 @@
-"""Commands ``dataset build | import | info``: reference ELF datasets for training and evaluation."""
+"""Commands ``dataset build | import | export | info``: reference ELF datasets for training and evaluation."""
 
 from __future__ import annotations
 
@@ -64,6 +64,23 @@ def import_(
     counts = import_vasp_dirs(dirs, output, split=split)
     typer.echo(f"{output}: {counts['ok']} imported, {counts['failed']} failed, {counts['skipped']} already there",
                err=True)
+
+
+@dataset_app.command("export")
+def export(
+    path: Path = typer.Argument(..., help="Dataset directory."),
+    output: Path = typer.Option(..., "-o", "--output", help="JSON file of input documents for `dataset build`."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only this split (train, val or test)."),
+    elements: Optional[str] = typer.Option(None, "--elements", help="Only cells holding any of these, e.g. Cs,K."),
+) -> None:
+    """Write a dataset's cells as `dataset build` inputs (split, provenance, parent id): a rebuild with other settings."""
+    from elf_workflows.dataset.format import ReferenceDataset
+
+    docs = ReferenceDataset(path).input_documents(split, set(elements.split(",")) if elements else None)
+    if not docs:
+        raise InputError(f"no cells in {path} match (split {split or 'any'}, elements {elements or 'any'})")
+    output.write_text(json.dumps(docs))
+    typer.echo(f"{output}: {len(docs)} cells of {path}", err=True)
 
 
 @dataset_app.command("info")

@@ -27,7 +27,7 @@ from elf_workflows.errors import InputError
 from elf_workflows.parallel import one_thread_environment, spawn_pool
 
 #: metadata keys of an input document copied into its record
-KEEP_KEYS = ("split", "source", "prototype", "v_ratio", "pressure_gpa", "template_id", "distorted")
+KEEP_KEYS = ("split", "source", "prototype", "v_ratio", "pressure_gpa", "template_id", "distorted", "parent_id")
 
 
 def load_inputs(paths: Iterable[str | Path]) -> list[dict]:
