@@ -79,6 +79,7 @@ def export(
     docs = ReferenceDataset(path).input_documents(split, set(elements.split(",")) if elements else None)
     if not docs:
         raise InputError(f"no cells in {path} match (split {split or 'any'}, elements {elements or 'any'})")
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(docs))
     typer.echo(f"{output}: {len(docs)} cells of {path}", err=True)
 
