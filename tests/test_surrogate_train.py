@@ -142,6 +142,7 @@ def test_evaluate_reports_metrics_and_figures(trained, tmp_path):
     # the constant baseline's voxel MAE, recomputed independently
     const = result["constant"]
     assert result["summary"]["constant"]["voxel_mae"] == pytest.approx(np.abs(ref - const).mean(), rel=1e-5)
+    assert result["constant_from"] == "train split" and const != 0.5
     assert local_maxima(ref).sum() == result["n_maxima"]
     for name in ("metrics.json", "per_structure.csv", "parity.png", "b2_slices.png", "b2_isosurfaces.png"):
         assert (tmp_path / name).stat().st_size > 100

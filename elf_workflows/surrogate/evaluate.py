@@ -38,7 +38,8 @@ def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def train_mean_elf(dataset, limit: int = 50) -> float:
-    """Mean ELF over (up to ``limit``) training cells: the constant baseline."""
+    """Mean ELF over (up to ``limit``) training cells: the constant baseline; 0.5 for a dataset with
+    no ``train`` split (``evaluate`` records which in ``constant_from``)."""
     values = []
     for i, rec in enumerate(dataset.records(split="train")):
         if i >= limit:
@@ -131,7 +132,9 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
              "dft_seconds_median": float(np.median(t_dft)) if t_dft else None,
              "speedup_median": float(np.median(t_dft) / np.median(t_ml)) if t_dft else None}
     result = {"split": split, "n_structures": len(rows), "n_maxima": int(len(dft_max)), "model_version": model.version,
-              "constant": const, "summary": summary, "by_compression": by_compression,
+              "constant": const,
+              "constant_from": "train split" if next(dataset.records(split="train"), None) else "0.5 (no train split)",
+              "summary": summary, "by_compression": by_compression,
               "improvement_over_gradient_expansion": ge_ratio,
               "speed": speed, "structures": rows, "figures": {}}
     if scores:
