@@ -56,13 +56,15 @@ def compare(fields: dict[str, np.ndarray]) -> dict:
 
 
 def summarise(parts: list[dict]) -> dict:
-    """Pooled voxel MAE, MAE and R² at the maxima, per comparison, over the audited cells."""
+    """Pooled voxel MAE, MAE and R² at the maxima, per comparison, over the audited cells (one cell: its
+    own row). No maxima: MAE and R² are ``None``; one maximum: R² is ``None``."""
     summary = {}
     for name in COMPARISONS:
         pairs = np.concatenate([p[name]["at_maxima"] for p in parts])
         summary[name] = {"voxel_mae": round(sum(p[name]["abs_sum"] for p in parts) / sum(p[name]["n"] for p in parts), 4),
-                         "maxima_mae": round(float(np.abs(pairs[:, 1] - pairs[:, 0]).mean()), 4),
-                         "maxima_r2": round(r2_score(pairs[:, 0], pairs[:, 1]), 3), "n_maxima": len(pairs)}
+                         "maxima_mae": round(float(np.abs(pairs[:, 1] - pairs[:, 0]).mean()), 4) if len(pairs) else None,
+                         "maxima_r2": round(r2_score(pairs[:, 0], pairs[:, 1]), 3) if len(pairs) > 1 else None,
+                         "n_maxima": len(pairs)}
     return summary
 
 
@@ -129,10 +131,8 @@ def main() -> None:
         row = {"id": rec["id"], "formula": rec.get("formula"), "v_ratio": round(compression_ratio(structure), 3),
                "kpoints": [rec["settings"]["kpoints"], result.settings["kpoints"]],
                "seconds": round(time.perf_counter() - start, 1)}
-        for name, p in part.items():
-            pairs = p["at_maxima"]
-            row[name] = [round(p["abs_sum"] / p["n"], 4),
-                         round(float(np.abs(pairs[:, 1] - pairs[:, 0]).mean()), 4) if len(pairs) else None]
+        for name, cell in summarise([part]).items():
+            row[name] = [cell["voxel_mae"], cell["maxima_mae"]]
         print(json.dumps(row), flush=True)
     if parts:
         print(json.dumps({"cells": len(parts), "preset": args.preset, "overrides": overrides,

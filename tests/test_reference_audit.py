@@ -49,3 +49,9 @@ def test_audit_settings_overrides_take_the_type_of_their_field():
     assert audit.parse_setting("fermi-dirac", "str") == "fermi-dirac"
     assert audit.parse_setting("true", "bool") is True and audit.parse_setting("0", "bool") is False
     assert audit.parse_setting("300", "float | None") == 300.0
+
+
+def test_audit_rows_without_maxima_report_none_not_nan():
+    flat = np.full((6, 6, 6), 0.01)  # below the 0.05 floor of the maxima: none
+    summary = audit.summarise([audit.compare({"reference": flat, "converged": flat, "surrogate": flat + 0.02})])
+    assert summary["surrogate_vs_converged"] == {"voxel_mae": 0.02, "maxima_mae": None, "maxima_r2": None, "n_maxima": 0}
