@@ -240,5 +240,6 @@ def main() -> None:
         for n, weight, steps in variants:
             emit(fit_and_score(train, val, n, steps, weight, names), steps)
 
+
 if __name__ == "__main__":
     main()

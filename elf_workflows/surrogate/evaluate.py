@@ -138,11 +138,11 @@ def evaluate(data: str | Path, split: str = "test", model: SurrogateModel | None
               "improvement_over_gradient_expansion": ge_ratio,
               "speed": speed, "structures": rows, "figures": {}}
     if scores:
+        dft_scores, ml_scores = [r["dft_score"] for r in rows], [r["surrogate_score"] for r in rows]
         result["template_scores"] = {
-            **score_agreement([r["dft_score"] for r in rows], [r["surrogate_score"] for r in rows]),
+            **score_agreement(dft_scores, ml_scores),
             "uncertainty": {"elf_sigma": SURROGATE_VOID_SIGMA, **uncertainty_agreement(
-                [r["dft_score"] for r in rows], [r["surrogate_score"] for r in rows],
-                [r["surrogate_score_uncertainty"] for r in rows])}}
+                dft_scores, ml_scores, [r["surrogate_score_uncertainty"] for r in rows])}}
     # B2 figures: look beyond the split if the pair is not in it
     for pair in FIGURE_PAIRS:
         if pair in fields:
