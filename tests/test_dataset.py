@@ -159,7 +159,9 @@ def test_export_then_rebuild_keeps_split_and_provenance_and_points_back(tmp_path
     docs = json.loads((tmp_path / "val.json").read_text())
     (al_id,) = old.ids("val")
     assert [(d["split"], d["source"], d["v_ratio"], d["parent_id"]) for d in docs] == [("val", "fcc Al", 0.5, al_id)]
-    assert [d["parent_id"] for d in old.input_documents(elements={"Li"})] == old.ids("test")
+    from elf_workflows.dataset.build import input_documents
+
+    assert [d["parent_id"] for d in input_documents(old, elements={"Li"})] == old.ids("test")
     assert main(["dataset", "export", str(tmp_path / "old"), "--elements", "Cs", "-o", str(tmp_path / "x.json")]) == 1
     assert "no cells" in capsys.readouterr().err
     from elf_workflows.dataset.build import load_inputs

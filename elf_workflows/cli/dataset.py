@@ -74,9 +74,10 @@ def export(
     elements: Optional[str] = typer.Option(None, "--elements", help="Only cells holding any of these, e.g. Cs,K."),
 ) -> None:
     """Write a dataset's cells as `dataset build` inputs (split, provenance, parent id): a rebuild with other settings."""
+    from elf_workflows.dataset.build import input_documents
     from elf_workflows.dataset.format import ReferenceDataset
 
-    docs = ReferenceDataset(path).input_documents(split, set(elements.split(",")) if elements else None)
+    docs = input_documents(ReferenceDataset(path), split, set(elements.split(",")) if elements else None)
     if not docs:
         raise InputError(f"no cells in {path} match (split {split or 'any'}, elements {elements or 'any'})")
     output.parent.mkdir(parents=True, exist_ok=True)

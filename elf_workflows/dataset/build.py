@@ -70,6 +70,26 @@ def load_inputs(paths: Iterable[str | Path]) -> list[dict]:
     return docs
 
 
+def input_documents(dataset, split: str | None = None, elements: set[str] | None = None) -> list[dict]:
+    """The ``ok`` records of a :class:`~elf_workflows.dataset.format.ReferenceDataset` (of one split;
+    holding any of ``elements``) as input documents of :func:`build_dataset`, the inverse of
+    :func:`load_inputs`: ``structure`` (pymatgen dict), the metadata a build keeps (:data:`KEEP_KEYS`:
+    split, source, prototype, V/V0...) and ``parent_id``, the record's own id.
+
+    Rebuilding a dataset with other settings (``elf-workflows dataset export``, then ``dataset
+    build``) keeps every cell's split and provenance; the new records get new ids (their settings
+    differ) and point back through ``parent_id``.
+    """
+    docs = []
+    for rec in dataset.records(split):
+        if elements and not set(rec.get("elements", [])) & set(elements):
+            continue
+        doc = {"structure": rec["structure"], **{k: rec[k] for k in KEEP_KEYS if k in rec and k != "parent_id"}}
+        doc["parent_id"] = rec["id"]
+        docs.append(doc)
+    return docs
+
+
 def _read_unchecked(path: Path) -> Structure:
     """A structure file as pymatgen reads it; element checks are left to the engine (failed records)."""
     from elf_workflows.io import read_structure

@@ -198,26 +198,6 @@ class ReferenceDataset:
         except KeyError as exc:
             raise InputError(f"no record {record_id!r} in {self.path}") from exc
 
-    def input_documents(self, split: str | None = None, elements: set[str] | None = None) -> list[dict]:
-        """The ``ok`` records (of one split; holding any of ``elements``) as input documents of
-        :func:`elf_workflows.dataset.build.build_dataset`: ``structure`` (pymatgen dict), the metadata
-        a build keeps (split, source, prototype, V/V0...) and ``parent_id``, this record's id.
-
-        Rebuilding a dataset with other settings (``elf-workflows dataset export``, then ``dataset
-        build``) keeps every cell's split and provenance; the new records get new ids (their settings
-        differ) and point back through ``parent_id``.
-        """
-        from elf_workflows.dataset.build import KEEP_KEYS
-
-        docs = []
-        for rec in self.records(split):
-            if elements and not set(rec.get("elements", [])) & set(elements):
-                continue
-            doc = {"structure": rec["structure"], **{k: rec[k] for k in KEEP_KEYS if k in rec and k != "parent_id"}}
-            doc["parent_id"] = rec["id"]
-            docs.append(doc)
-        return docs
-
     # ------------------------------------------------------------------ arrays
     def _shard(self, name: str):
         if name in self._open:
