@@ -410,6 +410,34 @@ def test_merged_per_voxel_models_predict_the_sigmoid_of_their_mean_logit():
     assert np.abs(per_voxel_elf(merged, rows) - expected).max() < 1e-6
 
 
+def test_an_ensemble_model_keeps_its_members_domain_and_provenance_and_loads_as_saved(tmp_path):
+    from elf_workflows.surrogate.infer import ensemble_models, save_model
+    from elf_workflows.surrogate.model import per_voxel_elf
+
+    members = []
+    for seed, width in ((3, 8), (4, 8)):
+        model = random_model(seed, base_channels=4, point_channels=width)
+        with torch.no_grad():
+            torch.nn.init.normal_(model.net.point[-1].weight, 0.0, 0.5)
+        model.net.drop_unet()
+        model.metadata = {"trained_on": {"v_ratio_range": [0.2, 0.9]}, "val_mae": 0.01 * seed, "epoch": 3}
+        model.version = f"surrogate-member{seed}"
+        members.append(model)
+    ensemble = ensemble_models(members)
+    assert ensemble.metadata["trained_on"] == {"v_ratio_range": [0.2, 0.9]}
+    assert [m["version"] for m in ensemble.metadata["ensemble"]["members"]] == ["surrogate-member3", "surrogate-member4"]
+    assert [m["val_mae"] for m in ensemble.metadata["ensemble"]["members"]] == [0.03, 0.04]
+    assert save_model(ensemble.net, tmp_path / "e.pt", ensemble.metadata) == ensemble.version
+    loaded = load_model(tmp_path / "e.pt")
+    assert loaded.version == ensemble.version and loaded.config.point_channels == 16
+    rows = np.random.default_rng(0).normal(size=(N_FEATURES, 50)).astype(np.float32)
+    logit = [np.log(e / (1 - e)) for e in (per_voxel_elf(m.net, rows) for m in members)]
+    assert np.allclose(per_voxel_elf(loaded.net, rows), 1 / (1 + np.exp(-(logit[0] + logit[1]) / 2)), atol=1e-5)
+    members[1].metadata["trained_on"] = {"v_ratio_range": [0.1, 0.9]}
+    with pytest.raises(ValueError, match="trained on the same cells"):
+        ensemble_models(members)
+
+
 def test_a_dropped_unet_leaves_bias_plus_pointwise_and_is_skipped_at_inference():
     net = random_model().net
     x = torch.randn(1, N_FEATURES, 8, 8, 8)

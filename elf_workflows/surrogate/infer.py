@@ -30,7 +30,8 @@ import torch
 from elf_workflows.errors import EngineError, InputError
 from elf_workflows.grids import check_grid, fft_friendly, fourier_interpolate
 from elf_workflows.surrogate.features import FEATURE_NAMES, N_FEATURES, cell_features
-from elf_workflows.surrogate.model import MAX_PASS_VOXELS, PeriodicUNet, UNetConfig, per_voxel_elf, predict_grid
+from elf_workflows.surrogate.model import (MAX_PASS_VOXELS, PeriodicUNet, UNetConfig, merge_pointwise, per_voxel_elf,
+                                          predict_grid)
 from elf_workflows.surrogate.symmetry_pool import pool_cell
 from elf_workflows.symmetry import get_space_group, voxel_orbits
 
@@ -279,6 +280,29 @@ def timed_predict(structure: Structure, shape=None, model: SurrogateModel | None
     start = time.perf_counter()
     out = predict_elf(structure, shape=shape, model=model)
     return out, time.perf_counter() - start
+
+
+def ensemble_models(members: list[SurrogateModel]) -> SurrogateModel:
+    """The logit mean of per-voxel models as one model (:func:`~.model.merge_pointwise`), with its provenance.
+
+    The members must have been trained on the same cells (equal ``trained_on`` metadata), which the
+    ensemble keeps, so its applicability domain (:mod:`.domain`) is theirs. ``ensemble`` lists the
+    members' versions, training settings and validation MAE. Save it with :func:`save_model`.
+    """
+    trained_on = [m.metadata.get("trained_on") for m in members]
+    if any(t != trained_on[0] for t in trained_on):
+        raise ValueError("ensemble_models needs members trained on the same cells (their trained_on metadata differ)")
+    net = merge_pointwise([m.net for m in members])
+    metadata = {"trained_on": trained_on[0],
+                "ensemble": {"how": "sigmoid of the mean of the members' logits, as one per-voxel branch "
+                                    "(elf_workflows.surrogate.model.merge_pointwise)",
+                             "members": [{"version": m.version,
+                                          **{k: m.metadata[k] for k in ("created", "train_config", "val_mae")
+                                             if k in m.metadata}} for m in members]},
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    state = {k: v.detach() for k, v in net.state_dict().items()}
+    net.eval()
+    return SurrogateModel(net=net, version=f"surrogate-{weights_digest(state)}", metadata=metadata)
 
 
 def ship_model(src: str | Path, evaluation: dict | None = None, dest: str | Path | None = None) -> dict:
