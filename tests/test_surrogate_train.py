@@ -221,6 +221,14 @@ def test_cli_predict_train_evaluate(trained, tmp_path, capsys):
                  str(tmp_path / "ev"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["summary"]) == {"surrogate", "gradient_expansion", "constant"}
+    assert main(["evaluate", "--data", str(data), "--split", "test", "--model", str(out), "--out-dir",
+                 str(tmp_path / "ev")]) == 0
+    printed = capsys.readouterr().out.splitlines()  # the table is the JSON's numbers
+    row = next(line.split() for line in printed if line.startswith("gradient_expansion"))
+    assert [float(x) for x in row[1:]] == pytest.approx(
+        [result["summary"]["gradient_expansion"][k] for k in ("voxel_mae", "voxel_rmse", "maxima_mae", "maxima_r2")],
+        abs=6e-4)
+    assert printed[0].startswith("1 'test' cells") and printed[-1] == f"figures and tables in {tmp_path / 'ev'}"
 
 
 def test_val_elements_move_whole_chemistries_to_validation(trained):

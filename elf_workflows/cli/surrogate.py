@@ -152,6 +152,41 @@ def train(
                f"{best if best is None else round(best, 4)} -> {out}", err=True)
 
 
+def evaluation_report(result: dict, split: str, out_dir: Path) -> list[str]:
+    """The lines `evaluate` prints for a metrics dict (also for a stored ``metrics.json``)."""
+    from elf_workflows.surrogate.evaluate import METHODS
+
+    lines: list[str] = []
+    lines.append(f"{result['n_structures']} '{split}' cells, {result['n_maxima']} DFT ELF maxima, model {result['model_version']}")
+    lines.append(f"{'method':<20s} {'voxel MAE':>10s} {'voxel RMSE':>10s} {'max MAE':>9s} {'max R²':>8s}")
+    for m in METHODS:
+        s = result["summary"][m]
+        lines.append(f"{m:<20s} {s['voxel_mae']:10.4f} {s['voxel_rmse']:10.4f} {s['maxima_mae']:9.4f} {s['maxima_r2']:8.3f}")
+    if len(result.get("by_compression", {})) > 1:
+        lines.append(f"{'surrogate by V/V0':<20s} {'cells':>6s} {'voxel MAE':>10s} {'max MAE':>9s} {'max R²':>8s} {'GE/ML':>6s}")
+        for label, b in result["by_compression"].items():
+            s, ge = b["surrogate"], b["gradient_expansion"]
+            lines.append(f"{label:<20s} {b['n_structures']:6d} {s['voxel_mae']:10.4f} {s['maxima_mae']:9.4f} "
+                         f"{s['maxima_r2']:8.3f} {ge['voxel_mae'] / s['voxel_mae']:6.1f}")
+    sp = result["speed"]
+    lines.append(f"surrogate is {result['improvement_over_gradient_expansion']:.2f}x better than the gradient expansion "
+                 f"(voxel MAE); median {sp['ml_seconds_median']:.3f} s per cell"
+                 + (f" vs GPAW {sp['dft_seconds_median']:.1f} s ({sp['speedup_median']:.0f}x)" if sp["speedup_median"] else ""))
+    if ts := result.get("template_scores"):
+        lines.append(f"template scores, surrogate ELF + partition SAD vs DFT ELF + SCF density: MAE {ts['mae']:.3f} "
+                     f"e/metal atom, Spearman {ts['spearman'] if ts['spearman'] is None else round(ts['spearman'], 3)}; "
+                     f"non-zero in {ts['nonzero_surrogate']} vs {ts['nonzero_dft']} of {ts['n_structures']} cells")
+        if u := ts.get("uncertainty"):
+            def fmt(x):
+                return "n/a" if x is None else f"{x:.2f}"
+
+            lines.append(f"score uncertainty (ELF sigma {u['elf_sigma']:g} at void maxima) vs |score error|: Spearman "
+                         f"{fmt(u['spearman'])} over all cells, {fmt(u['spearman_scored'])} over the {u['n_scored']} "
+                         f"scored ones; its top {u['top']} hold {u['top_hits']} of the {u['top']} largest errors")
+    lines.append(f"figures and tables in {out_dir}")
+    return lines
+
+
 def evaluate(
     data: Path = typer.Option(..., "--data", help="Reference dataset directory."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
@@ -166,7 +201,7 @@ def evaluate(
     import torch
 
     from elf_workflows.surrogate import load_model
-    from elf_workflows.surrogate.evaluate import METHODS, evaluate as run
+    from elf_workflows.surrogate.evaluate import evaluate as run
 
     if split not in ("train", "val", "test"):
         raise InputError(f"unknown split {split!r}; use train, val or test")
@@ -177,33 +212,8 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps({k: v for k, v in result.items() if k != "structures"}, indent=1, default=float))
         return
-    typer.echo(f"{result['n_structures']} '{split}' cells, {result['n_maxima']} DFT ELF maxima, model {result['model_version']}")
-    typer.echo(f"{'method':<20s} {'voxel MAE':>10s} {'voxel RMSE':>10s} {'max MAE':>9s} {'max R²':>8s}")
-    for m in METHODS:
-        s = result["summary"][m]
-        typer.echo(f"{m:<20s} {s['voxel_mae']:10.4f} {s['voxel_rmse']:10.4f} {s['maxima_mae']:9.4f} {s['maxima_r2']:8.3f}")
-    if len(result.get("by_compression", {})) > 1:
-        typer.echo(f"{'surrogate by V/V0':<20s} {'cells':>6s} {'voxel MAE':>10s} {'max MAE':>9s} {'max R²':>8s} {'GE/ML':>6s}")
-        for label, b in result["by_compression"].items():
-            s, ge = b["surrogate"], b["gradient_expansion"]
-            typer.echo(f"{label:<20s} {b['n_structures']:6d} {s['voxel_mae']:10.4f} {s['maxima_mae']:9.4f} "
-                       f"{s['maxima_r2']:8.3f} {ge['voxel_mae'] / s['voxel_mae']:6.1f}")
-    sp = result["speed"]
-    typer.echo(f"surrogate is {result['improvement_over_gradient_expansion']:.1f}x better than the gradient expansion "
-               f"(voxel MAE); median {sp['ml_seconds_median']:.3f} s per cell"
-               + (f" vs GPAW {sp['dft_seconds_median']:.1f} s ({sp['speedup_median']:.0f}x)" if sp["speedup_median"] else ""))
-    if ts := result.get("template_scores"):
-        typer.echo(f"template scores, surrogate ELF + partition SAD vs DFT ELF + SCF density: MAE {ts['mae']:.3f} "
-                   f"e/metal atom, Spearman {ts['spearman'] if ts['spearman'] is None else round(ts['spearman'], 3)}; "
-                   f"non-zero in {ts['nonzero_surrogate']} vs {ts['nonzero_dft']} of {ts['n_structures']} cells")
-        if u := ts.get("uncertainty"):
-            def fmt(x):
-                return "n/a" if x is None else f"{x:.2f}"
-
-            typer.echo(f"score uncertainty (ELF sigma {u['elf_sigma']:g} at void maxima) vs |score error|: Spearman "
-                       f"{fmt(u['spearman'])} over all cells, {fmt(u['spearman_scored'])} over the {u['n_scored']} "
-                       f"scored ones; its top {u['top']} hold {u['top_hits']} of the {u['top']} largest errors")
-    typer.echo(f"figures and tables in {out_dir}")
+    for line in evaluation_report(result, split, out_dir):
+        typer.echo(line)
 
 
 def register(app: typer.Typer) -> None:
