@@ -207,6 +207,27 @@ def test_build_resumes_after_kill(tmp_path):
         assert rho.mean() * s.volume == pytest.approx(3.0, abs=1e-3)
 
 
+@pytest.mark.gpaw
+def test_retry_failed_with_more_scf_iterations_keeps_the_cell_id(tmp_path, capsys):
+    """A cell whose SCF stops at --maxiter is recorded failed; --retry-failed with a higher cap computes it
+    under the same id (the cap decides whether a run finishes, not what it converges to)."""
+    pytest.importorskip("gpaw")
+    inputs = tmp_path / "cells.json"
+    inputs.write_text(json.dumps([{"structure": cell("Al", 4.0).as_dict(), "source": "Al"}]))
+    out = tmp_path / "ds"
+    base = ["dataset", "build", str(inputs), "-o", str(out), "--preset", "loose", "--workers", "0", "--no-progress"]
+    assert main(base + ["--maxiter", "2"]) == 0
+    (failed,) = ReferenceDataset(out).failed()
+    assert "did not converge in 2 iterations" in failed["reason"]
+    assert main(base + ["--maxiter", "60"]) == 0  # without --retry-failed the failed cell is left alone
+    assert "0 new ok, 0 new failed, 1 already done" in capsys.readouterr().err
+    assert main(base + ["--maxiter", "60", "--retry-failed"]) == 0
+    ds = ReferenceDataset(out)
+    assert ds.ids() == [failed["id"]] and not ds.failed()
+    s, elf, rho = ds.load(failed["id"])
+    assert rho.mean() * s.volume == pytest.approx(3.0, abs=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------- import
 def test_import_vasp_folders(tmp_path, capsys):
     run = tmp_path / "Al_elf"

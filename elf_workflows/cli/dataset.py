@@ -25,6 +25,9 @@ def build(
     kpoint_density: Optional[float] = typer.Option(None, "--kpoint-density", help="k-points per Å⁻¹ (incl. 2π)."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Native grid spacing (Å)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per cell before it fails."),
+    maxiter: Optional[int] = typer.Option(None, "--maxiter", help="SCF iterations before a cell fails (the presets: "
+                                          "60–80). Not part of a cell's id: with --retry-failed it retries cells "
+                                          "whose SCF did not converge."),
     grid: Optional[tuple[int, int, int]] = typer.Option(None, "--grid", help="One output grid for every cell."),
     split: Optional[str] = typer.Option(None, "--split", help="Split for inputs that carry none (default train)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute cells recorded as failed."),
@@ -44,7 +47,7 @@ def build(
         for doc in docs:
             doc.setdefault("split", split)
     settings = settings_from_options(preset, ecut_ev=ecut, kpoint_density=kpoint_density, grid_spacing=spacing,
-                                     timeout_s=timeout)
+                                     timeout_s=timeout, maxiter=maxiter)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     counts = build_dataset(docs, output, settings, workers=workers, grid=grid, retry_failed=retry_failed,
                            progress=not no_progress, limit=limit)
