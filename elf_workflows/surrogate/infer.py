@@ -289,6 +289,8 @@ def ensemble_models(members: list[SurrogateModel]) -> SurrogateModel:
     ensemble keeps, so its applicability domain (:mod:`.domain`) is theirs. ``ensemble`` lists the
     members' versions, training settings and validation MAE. Save it with :func:`save_model`.
     """
+    if not members:
+        raise ValueError("ensemble_models needs at least one model")
     trained_on = [m.metadata.get("trained_on") for m in members]
     if any(t != trained_on[0] for t in trained_on):
         raise ValueError("ensemble_models needs members trained on the same cells (their trained_on metadata differ)")
