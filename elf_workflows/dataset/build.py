@@ -82,7 +82,7 @@ def input_documents(dataset, split: str | None = None, elements: set[str] | None
     """
     docs = []
     for rec in dataset.records(split):
-        if elements and not set(rec.get("elements", [])) & set(elements):
+        if elements and not elements.intersection(rec.get("elements", [])):
             continue
         doc = {"structure": rec["structure"], **{k: rec[k] for k in KEEP_KEYS if k in rec and k != "parent_id"}}
         doc["parent_id"] = rec["id"]

@@ -289,12 +289,10 @@ def ensemble_models(members: list[SurrogateModel]) -> SurrogateModel:
     ensemble keeps, so its applicability domain (:mod:`.domain`) is theirs. ``ensemble`` lists the
     members' versions, training settings and validation MAE. Save it with :func:`save_model`.
     """
-    if not members:
-        raise ValueError("ensemble_models needs at least one model")
+    net = merge_pointwise([m.net for m in members])  # refuses an empty list and live U-Nets
     trained_on = [m.metadata.get("trained_on") for m in members]
     if any(t != trained_on[0] for t in trained_on):
         raise ValueError("ensemble_models needs members trained on the same cells (their trained_on metadata differ)")
-    net = merge_pointwise([m.net for m in members])
     metadata = {"trained_on": trained_on[0],
                 "ensemble": {"how": "sigmoid of the mean of the members' logits, as one per-voxel branch "
                                     "(elf_workflows.surrogate.model.merge_pointwise)",
@@ -302,9 +300,8 @@ def ensemble_models(members: list[SurrogateModel]) -> SurrogateModel:
                                           **{k: m.metadata[k] for k in ("created", "train_config", "val_mae")
                                              if k in m.metadata}} for m in members]},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    state = {k: v.detach() for k, v in net.state_dict().items()}
     net.eval()
-    return SurrogateModel(net=net, version=f"surrogate-{weights_digest(state)}", metadata=metadata)
+    return SurrogateModel(net=net, version=f"surrogate-{weights_digest(net.state_dict())}", metadata=metadata)
 
 
 def ship_model(src: str | Path, evaluation: dict | None = None, dest: str | Path | None = None) -> dict:
