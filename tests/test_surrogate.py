@@ -452,12 +452,16 @@ def test_a_dropped_unet_leaves_bias_plus_pointwise_and_is_skipped_at_inference()
     assert torch.allclose(after, expected, atol=1e-6)
     assert torch.allclose(net.logits(x), expected, atol=1e-6)  # with autograd the U-Net runs, into zero weights
     shipped = load_model().net
-    assert not shipped.unet_active()  # the shipped weights: the U-Net stage they learned was dead, and dropped
+    assert not shipped.unet_active()  # the shipped weights are a per-voxel branch (--epochs 0): zero U-Net head
     from elf_workflows.surrogate.features import cell_features
 
     cell = b2(3.4)
     feats = torch.from_numpy(cell_features(cell, sad_density(cell, native_grid(cell, 0.2, 4))))[None]
-    assert shipped.unet_alive_fraction(feats) == 0.0
+    with torch.no_grad():
+        skipped = shipped.logits(feats)  # inference skips the U-Net
+    ran = shipped.logits(feats)  # with autograd it runs, into the zero head
+    assert torch.allclose(ran.detach(), skipped, atol=1e-5)
+    assert torch.allclose(skipped, shipped.head.bias.reshape(1, 1, 1, 1, 1) + shipped.point(feats), atol=1e-5)
     fresh = PeriodicUNet(UNetConfig(base_channels=8))
     fresh.input_shift.copy_(shipped.input_shift)
     fresh.input_scale.copy_(shipped.input_scale)

@@ -213,8 +213,9 @@ class PeriodicUNet(nn.Module):
     def drop_unet(self) -> float:
         """Zero the head's weights, leaving the per-voxel branch plus a constant; return the largest |weight| removed.
 
-        For weights whose U-Net stage learned nothing (the shipped ones: its output varies by < 1e-6 in
-        logit over a cell, docs/surrogate.md), inference then skips the U-Net. Training still runs it.
+        For weights whose U-Net stage learned nothing (sessions 9–13's shipped ones: its output varied
+        by < 1e-6 in logit over a cell, docs/surrogate.md), inference then skips the U-Net; models trained
+        with ``--epochs 0`` (the shipped ones since) keep the zero head they start with. Training still runs it.
         """
         largest = float(self.head.weight.abs().max())
         self.head.weight.zero_()
@@ -226,7 +227,7 @@ class PeriodicUNet(nn.Module):
 
         Its blocks end in SiLU: a unit pushed far negative outputs ≈ 0 and passes no gradient, so a U-Net
         whose fraction reaches 0 is dead for good and outputs the head's bias alone (what happened to
-        the shipped weights at ``--lr 2e-3``, docs/surrogate.md). 1 for a fresh U-Net.
+        sessions 9–13's shipped weights at ``--lr 2e-3``, docs/surrogate.md). 1 for a fresh U-Net.
         """
         return float((self.unet_features(x, raw=True).abs() > 1e-3).float().mean())
 
