@@ -438,6 +438,22 @@ def test_an_ensemble_model_keeps_its_members_domain_and_provenance_and_loads_as_
         ensemble_models(members)
 
 
+def test_the_shipped_weights_are_the_ensemble_of_the_members_kept_in_data_candidates():
+    """data/candidates keeps the shipped ensemble's members (session 14): merging them gives the shipped
+    weights bit for bit (the version is a digest of the weights), with their domain and provenance."""
+    from pathlib import Path
+
+    from elf_workflows.surrogate.infer import ensemble_models
+
+    shipped = load_model()
+    names = [m["version"] for m in shipped.metadata["ensemble"]["members"]]
+    candidates = Path(__file__).resolve().parents[1] / "data" / "candidates"
+    members = [load_model(candidates / f"{name}.pt") for name in names]
+    rebuilt = ensemble_models(members)
+    assert len(names) == 2 and rebuilt.version == shipped.version
+    assert rebuilt.metadata["trained_on"] == shipped.metadata["trained_on"]
+
+
 def test_a_dropped_unet_leaves_bias_plus_pointwise_and_is_skipped_at_inference():
     net = random_model().net
     x = torch.randn(1, N_FEATURES, 8, 8, 8)
