@@ -400,6 +400,7 @@ def test_merged_per_voxel_models_predict_the_sigmoid_of_their_mean_logit():
         members.append(net)
     merged = merge_pointwise(members)
     assert merged.config.point_channels == 24 and not merged.unet_active()
+    assert merged.config.point_groups == 1  # blocks of 16 and 8: a dense block-diagonal hidden layer
     x = torch.randn(1, N_FEATURES, 6, 5, 7)
     with torch.no_grad():
         logits = [m.logits(x) for m in members]
@@ -430,17 +431,70 @@ def test_an_ensemble_model_keeps_its_members_domain_and_provenance_and_loads_as_
     assert save_model(ensemble.net, tmp_path / "e.pt", ensemble.metadata) == ensemble.version
     loaded = load_model(tmp_path / "e.pt")
     assert loaded.version == ensemble.version and loaded.config.point_channels == 16
+    assert loaded.config.point_groups == 2  # one hidden block per member
     rows = np.random.default_rng(0).normal(size=(N_FEATURES, 50)).astype(np.float32)
     logit = [np.log(e / (1 - e)) for e in (per_voxel_elf(m.net, rows) for m in members)]
     assert np.allclose(per_voxel_elf(loaded.net, rows), 1 / (1 + np.exp(-(logit[0] + logit[1]) / 2)), atol=1e-5)
     members[1].metadata["trained_on"] = {"v_ratio_range": [0.1, 0.9]}
     with pytest.raises(ValueError, match="trained on the same cells"):
         ensemble_models(members)
+    # the dataset compares by its directory's name (older members stored their checkout's absolute path)
+    members[0].metadata["trained_on"] = {"dataset": "/work/main/data/reference", "v_ratio_range": [0.2, 0.9]}
+    members[1].metadata["trained_on"] = {"dataset": "reference", "v_ratio_range": [0.2, 0.9]}
+    assert ensemble_models(members).metadata["trained_on"]["dataset"] == "/work/main/data/reference"
+    members[1].metadata["trained_on"]["dataset"] = "reference-600eV"
+    with pytest.raises(ValueError, match="trained on the same cells"):
+        ensemble_models(members)
+
+
+def test_a_grouped_branch_equals_its_dense_block_diagonal_form_and_merges_again():
+    """A hidden layer of blocks (an ensemble's, point_groups > 1) runs as batched products: the same
+    logits as the dense block-diagonal layer, on grids and rows, with and without autograd; merging an
+    ensemble with another member of the same block size keeps it grouped (the mean of the two models given:
+    each model, not each original member, weighs the same)."""
+    from dataclasses import replace
+
+    from elf_workflows.surrogate.model import PeriodicUNet, _dense_hidden_weight, merge_pointwise, per_voxel_elf
+
+    members = []
+    for seed in (5, 6, 7):
+        net = random_model(seed, base_channels=4, point_channels=8).net
+        with torch.no_grad():
+            torch.nn.init.normal_(net.point[-1].weight, 0.0, 0.5)
+            net.point[-1].bias.fill_(0.1 * seed)
+        net.drop_unet()
+        members.append(net)
+    pair = merge_pointwise(members[:2])
+    assert pair.config.point_groups == 2 and tuple(pair.point[2].weight.shape) == (16, 8, 1, 1, 1)
+    dense = PeriodicUNet(replace(pair.config, point_groups=1))
+    state = pair.state_dict()
+    state["point.2.weight"] = _dense_hidden_weight(pair)
+    dense.load_state_dict(state)
+    assert (dense.point[2].weight[:8, 8:] == 0).all() and dense.point[2].weight[:8, :8].abs().sum() > 0
+    x = torch.randn(1, N_FEATURES, 6, 5, 7)
+    with torch.no_grad():
+        assert torch.allclose(pair.logits(x), dense.logits(x), atol=1e-5)
+        assert (pair.logits(x) - pair.logits(x).mean()).abs().max() > 0.1  # not a constant
+    assert torch.allclose(pair.pointwise(x), dense.point(x), atol=1e-5)  # with autograd (training's path)
+    rows = x[0].reshape(N_FEATURES, -1).numpy()
+    assert np.abs(per_voxel_elf(pair, rows) - per_voxel_elf(dense, rows)).max() < 1e-6
+    trio = merge_pointwise([pair, members[2]])  # an ensemble joined by a third member
+    assert trio.config.point_groups == 3 and trio.config.point_channels == 24
+    with torch.no_grad():
+        assert torch.allclose(trio.logits(x), (pair.logits(x) + members[2].logits(x)) / 2, atol=1e-5)
+        equal = merge_pointwise(members)
+        assert equal.config.point_groups == 3
+        assert torch.allclose(equal.logits(x), sum(m.logits(x) for m in members) / 3, atol=1e-5)
+    mixed = merge_pointwise([pair, dense])  # blocks of 8 and one dense block of 16: dense block-diagonal
+    assert mixed.config.point_groups == 1
+    with torch.no_grad():
+        assert torch.allclose(mixed.logits(x), pair.logits(x), atol=1e-5)
 
 
 def test_the_shipped_weights_are_the_ensemble_of_the_members_kept_in_data_candidates():
-    """data/candidates keeps the shipped ensemble's members (session 14): merging them gives the shipped
-    weights bit for bit (the version is a digest of the weights), with their domain and provenance."""
+    """data/candidates keeps the shipped ensemble's members (sessions 14–15): merging them gives the shipped
+    weights bit for bit (the version is a digest of the weights), one hidden block per member, with their
+    domain and provenance."""
     from pathlib import Path
 
     from elf_workflows.surrogate.infer import ensemble_models
@@ -450,7 +504,8 @@ def test_the_shipped_weights_are_the_ensemble_of_the_members_kept_in_data_candid
     candidates = Path(__file__).resolve().parents[1] / "data" / "candidates"
     members = [load_model(candidates / f"{name}.pt") for name in names]
     rebuilt = ensemble_models(members)
-    assert len(names) == 2 and rebuilt.version == shipped.version
+    assert len(names) == 3 and rebuilt.version == shipped.version
+    assert shipped.config.point_groups == 3 and shipped.config.point_channels == 3 * 128
     assert rebuilt.metadata["trained_on"] == shipped.metadata["trained_on"]
 
 

@@ -73,6 +73,7 @@ def test_tiny_training_lowers_the_loss_and_logs_every_term(trained):
     model = load_model(out)
     assert model.version.startswith("surrogate-")
     assert model.metadata["trained_on"]["n_train_cells"] == 3
+    assert model.metadata["trained_on"]["dataset"] == "data"  # the dataset's name, not this machine's path
     assert "BaCa" not in model.metadata["trained_on"]["train_formulas"]  # the test split is never read
     # the V/V0 range of the training cells is recorded and read back by the domain check
     from elf_workflows.surrogate.domain import compression_ratio, trained_v_ratio

@@ -282,16 +282,25 @@ def timed_predict(structure: Structure, shape=None, model: SurrogateModel | None
     return out, time.perf_counter() - start
 
 
+def _training_cells(trained_on: dict | None) -> dict | None:
+    """``trained_on`` metadata with its dataset named by its directory alone: members trained from
+    different checkouts (models before session 15 stored the absolute path) compare equal."""
+    if not trained_on or "dataset" not in trained_on:
+        return trained_on
+    return {**trained_on, "dataset": Path(trained_on["dataset"]).name}
+
+
 def ensemble_models(members: list[SurrogateModel]) -> SurrogateModel:
     """The logit mean of per-voxel models as one model (:func:`~.model.merge_pointwise`), with its provenance.
 
-    The members must have been trained on the same cells (equal ``trained_on`` metadata), which the
-    ensemble keeps, so its applicability domain (:mod:`.domain`) is theirs. ``ensemble`` lists the
-    members' versions, training settings and validation MAE. Save it with :func:`save_model`.
+    The members must have been trained on the same cells (equal ``trained_on`` metadata, the dataset
+    compared by its directory name), which the ensemble keeps (the first member's), so its
+    applicability domain (:mod:`.domain`) is theirs. ``ensemble`` lists the members' versions, training
+    settings and validation MAE. Save it with :func:`save_model`.
     """
     net = merge_pointwise([m.net for m in members])  # refuses an empty list and live U-Nets
     trained_on = [m.metadata.get("trained_on") for m in members]
-    if any(t != trained_on[0] for t in trained_on):
+    if any(_training_cells(t) != _training_cells(trained_on[0]) for t in trained_on):
         raise ValueError("ensemble_models needs members trained on the same cells (their trained_on metadata differ)")
     metadata = {"trained_on": trained_on[0],
                 "ensemble": {"how": "sigmoid of the mean of the members' logits, as one per-voxel branch "

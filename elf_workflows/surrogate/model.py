@@ -48,6 +48,9 @@ class UNetConfig:
         convs_per_level: 3×3×3 convolutions per block.
         spacing: native voxel spacing (Å) the model was trained at.
         point_channels: width of the pointwise (1×1×1) branch added to the U-Net logits (0: none).
+        point_groups: independent blocks of the branch's hidden layer (1: dense). An ensemble merged by
+            :func:`merge_pointwise` keeps one block per member, so its hidden layer costs the sum of
+            the members' and not the square of its width.
     """
 
     in_channels: int = N_FEATURES
@@ -56,6 +59,7 @@ class UNetConfig:
     convs_per_level: int = 2
     spacing: float = 0.2
     point_channels: int = 128
+    point_groups: int = 1
 
     @property
     def multiple(self) -> int:
@@ -162,9 +166,11 @@ class PeriodicUNet(nn.Module):
             self.up.append(nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2))
             self.dec.append(_block(2 * chans[i], chans[i], n))
         self.head = nn.Conv3d(chans[0], 1, 1)
-        p = self.config.point_channels
-        self.point = (nn.Sequential(nn.Conv3d(self.config.in_channels, p, 1), nn.SiLU(), nn.Conv3d(p, p, 1), nn.SiLU(),
-                                    nn.Conv3d(p, 1, 1)) if p else None)
+        p, groups = self.config.point_channels, self.config.point_groups
+        if p % groups:
+            raise ValueError(f"point_channels {p} is not a multiple of point_groups {groups}")
+        self.point = (nn.Sequential(nn.Conv3d(self.config.in_channels, p, 1), nn.SiLU(), nn.Conv3d(p, p, 1, groups=groups),
+                                    nn.SiLU(), nn.Conv3d(p, 1, 1)) if p else None)
         if self.point is not None:  # start from the U-Net alone; the branch grows in smoothly
             nn.init.zeros_(self.point[-1].weight)
             nn.init.zeros_(self.point[-1].bias)
@@ -267,17 +273,50 @@ class PeriodicUNet(nn.Module):
         from 20³ voxels up (docs/surrogate.md, speed); slabs give the identical result since every
         layer is 1×1×1.
         """
+        run = self.point if self.config.point_groups == 1 else self._grouped_pointwise
         per_slab = x.shape[0] * math.prod(x.shape[3:])
         if torch.is_grad_enabled() or per_slab * x.shape[2] <= chunk_voxels:
-            return self.point(x)
+            return run(x)
         step = max(1, chunk_voxels // per_slab)
-        return torch.cat([self.point(x[:, :, i:i + step]) for i in range(0, x.shape[2], step)], dim=2)
+        return torch.cat([run(x[:, :, i:i + step]) for i in range(0, x.shape[2], step)], dim=2)
+
+    def _grouped_pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch on ``(B, C, ...)`` as row-wise matrix products, :func:`pointwise_rows` (a grouped
+        1×1×1 convolution is several times slower on CPU than its blocks' products)."""
+        rows = pointwise_rows(self.point, x.movedim(1, -1).reshape(-1, x.shape[1]), self.config.point_groups)
+        return rows.reshape(x.shape[0], *x.shape[2:], 1).movedim(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def pointwise_rows(point: nn.Sequential, rows: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """The 1×1×1-convolution branch ``point`` applied to rows ``(n, C)`` of voxel features, ``(n, 1)``.
+
+    As matrix products (several times faster than 1×1×1 convolutions on rows). A hidden layer of
+    ``groups`` blocks (:attr:`UNetConfig.point_groups`) runs block by block on column slices of the
+    first layer's output, each block's output going straight into the last layer: no block-diagonal
+    zeros, no copies (2–2.5× faster on CPU than a batched product of the blocks, which transposes).
+    """
+    first, hidden, last = point[0], point[2], point[4]
+    inplace = not torch.is_grad_enabled()  # autograd keeps each SiLU's input
+    silu = nn.functional.silu
+    x = silu(nn.functional.linear(rows, first.weight.flatten(1), first.bias), inplace=inplace)
+    if groups == 1:
+        x = silu(nn.functional.linear(x, hidden.weight.flatten(1), hidden.bias), inplace=inplace)
+        return nn.functional.linear(x, last.weight.flatten(1), last.bias)
+    k = x.shape[1] // groups
+    w_hidden, w_last = hidden.weight.flatten(1), last.weight.flatten(1)  # (p, k): block j is rows j·k…; (1, p)
+    out = None
+    for j in range(groups):  # one block per ensemble member
+        cols = slice(j * k, (j + 1) * k)
+        h = silu(nn.functional.linear(x[:, cols], w_hidden[cols], hidden.bias[cols]), inplace=inplace)
+        term = nn.functional.linear(h, w_last[:, cols])
+        out = term if out is None else out + term
+    return out + last.bias
 
 
 def periodic_tiles(shape: tuple[int, int, int], core: int, halo: int):
@@ -367,10 +406,12 @@ def merge_pointwise(members: list[PeriodicUNet]) -> PeriodicUNet:
 
     Each member must be a per-voxel model (U-Net dropped, :meth:`PeriodicUNet.drop_unet`) of the same
     input channels and spacing. The merged branch stacks the members' hidden units side by side
-    (first layer concatenated, second block-diagonal, last layer and biases averaged), so its width
-    is the sum of theirs and its output is sigmoid(mean of the members' logits), exactly up to float
-    rounding (tested); the file format and inference path are those of any per-voxel model. The
-    U-Net weights (unused) and input statistics come from the first member.
+    (first layer concatenated, hidden layer one block per member, last layer and biases averaged), so
+    its width is the sum of theirs and its output is sigmoid(mean of the members' logits), exactly up
+    to float rounding (tested); the file format and inference path are those of any per-voxel model.
+    Members whose hidden blocks are all of one size give a grouped hidden layer
+    (:attr:`UNetConfig.point_groups`, the sum of theirs), whose cost is the sum of the members'; others
+    a dense block-diagonal one. The U-Net weights (unused) and input statistics come from the first member.
     """
     if not members:
         raise ValueError("merge_pointwise needs at least one model")
@@ -381,20 +422,34 @@ def merge_pointwise(members: list[PeriodicUNet]) -> PeriodicUNet:
         if (m.config.in_channels, m.config.spacing) != (first.config.in_channels, first.config.spacing):
             raise ValueError("merge_pointwise needs members of the same input channels and spacing")
     widths = [m.config.point_channels for m in members]
-    merged = PeriodicUNet(replace(first.config, point_channels=sum(widths)))
+    blocks = {m.config.point_channels // m.config.point_groups for m in members}
+    groups = sum(m.config.point_groups for m in members) if len(blocks) == 1 else 1
+    merged = PeriodicUNet(replace(first.config, point_channels=sum(widths), point_groups=groups))
     merged.load_state_dict({k: v for k, v in first.state_dict().items() if not k.startswith("point.")}, strict=False)
     n = len(members)
     layers = [[m.point[i] for m in members] for i in (0, 2, 4)]
     merged.point[0].weight.copy_(torch.cat([c.weight for c in layers[0]], 0))
     merged.point[0].bias.copy_(torch.cat([c.bias for c in layers[0]]))
-    merged.point[2].weight.zero_()
-    start = 0
-    for c, w in zip(layers[1], widths):
-        merged.point[2].weight[start:start + w, start:start + w] = c.weight
-        start += w
+    if groups > 1:  # the members' blocks, one after the other
+        merged.point[2].weight.copy_(torch.cat([c.weight for c in layers[1]], 0))
+    else:
+        merged.point[2].weight.zero_()
+        start = 0
+        for m, w in zip(members, widths):
+            merged.point[2].weight[start:start + w, start:start + w] = _dense_hidden_weight(m)
+            start += w
     merged.point[2].bias.copy_(torch.cat([c.bias for c in layers[1]]))
     merged.point[4].weight.copy_(torch.cat([c.weight for c in layers[2]], 1) / n)
     merged.point[4].bias.copy_(sum(c.bias for c in layers[2]) / n)
     merged.head.weight.zero_()
     merged.head.bias.copy_(sum(m.head.bias for m in members) / n)
     return merged
+
+
+def _dense_hidden_weight(net: PeriodicUNet) -> torch.Tensor:
+    """The per-voxel branch's hidden-layer weight as a dense ``(p, p, 1, 1, 1)`` block-diagonal matrix."""
+    weight, groups = net.point[2].weight, net.config.point_groups
+    if groups == 1:
+        return weight
+    k = weight.shape[0] // groups
+    return torch.block_diag(*weight.reshape(groups, k, k)).reshape(groups * k, groups * k, 1, 1, 1)

@@ -40,7 +40,7 @@ from elf_workflows.surrogate.data import (
     split_records,
 )
 from elf_workflows.surrogate.losses import TERMS, UncertaintyWeighting, loss_terms
-from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig, predict_grid
+from elf_workflows.surrogate.model import PeriodicUNet, UNetConfig, pointwise_rows, predict_grid
 from elf_workflows.surrogate.symmetry_pool import rotate_patch, unrotate_patch
 
 
@@ -142,20 +142,10 @@ def validate(net: PeriodicUNet, cells: list[Cell], groups: dict | None = None) -
     return {"val_mae": float(np.mean(errs)), "val_rmse": float(math.sqrt(np.mean(sq)))}
 
 
-def _point_as_mlp(point: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """The 1×1×1-convolution branch applied to rows of voxel features (as linear layers: much faster)."""
-    for layer in point:
-        if isinstance(layer, torch.nn.Conv3d):
-            x = torch.nn.functional.linear(x, layer.weight.flatten(1), layer.bias)
-        else:
-            x = layer(x)
-    return x
-
-
 def pointwise_elf(net: PeriodicUNet, x: torch.Tensor) -> torch.Tensor:
     """ELF of the per-voxel branch alone, sigmoid(head bias + point(x)), for rows ``(n, C)`` of voxel features:
     the whole model's prediction while the U-Net head is zero (pre-training)."""
-    return torch.sigmoid(net.head.bias + _point_as_mlp(net.point, x)[:, 0])
+    return torch.sigmoid(net.head.bias + pointwise_rows(net.point, x, net.config.point_groups)[:, 0])
 
 
 def interstitial_weighted_l1(pred: torch.Tensor, target: torch.Tensor, interstitial: torch.Tensor,
@@ -280,7 +270,8 @@ def init_from(net: PeriodicUNet, start: PeriodicUNet, fresh_unet: bool = False) 
         net.load_state_dict(start.state_dict())
         return "all weights"
     a, b = start.config, net.config
-    if (a.in_channels, a.spacing, a.point_channels) != (b.in_channels, b.spacing, b.point_channels) or not a.point_channels:
+    if ((a.in_channels, a.spacing, a.point_channels, a.point_groups) != (b.in_channels, b.spacing, b.point_channels, b.point_groups)
+            or not a.point_channels):
         raise InputError(f"--init weights have architecture {a.to_dict()}: the inputs, spacing or pointwise branch "
                          f"differ from {b.to_dict()}")
     with torch.no_grad():
@@ -432,7 +423,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None, 
             best = math.inf  # the validation set changed (a grown dataset): old scores are not comparable
         log(f"resumed from {paths['ckpt']} at epoch {start_epoch}")
     log(f"model: {net.n_parameters()} parameters, {mcfg.levels} levels, {mcfg.base_channels} base channels")
-    trained_on = {"dataset": str(Path(data).resolve()), "n_train_cells": len(cells), "n_val_cells": len(val_cells),
+    trained_on = {"dataset": Path(data).resolve().name, "n_train_cells": len(cells), "n_val_cells": len(val_cells),
                   "train_formulas": sorted({c.formula for c in cells}),
                   "val_formulas": sorted({c.formula for c in val_cells}),
                   "v_ratio_range": [round(min(c.v_ratio for c in cells), 4), round(max(c.v_ratio for c in cells), 4)]}
