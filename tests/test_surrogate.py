@@ -448,7 +448,7 @@ def test_an_ensemble_model_keeps_its_members_domain_and_provenance_and_loads_as_
 
 
 def test_a_grouped_branch_equals_its_dense_block_diagonal_form_and_merges_again():
-    """A hidden layer of blocks (an ensemble's, point_groups > 1) runs as batched products: the same
+    """A hidden layer of blocks (an ensemble's, point_groups > 1) runs block by block (pointwise_rows): the same
     logits as the dense block-diagonal layer, on grids and rows, with and without autograd; merging an
     ensemble with another member of the same block size keeps it grouped (the mean of the two models given:
     each model, not each original member, weighs the same)."""

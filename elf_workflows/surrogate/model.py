@@ -408,10 +408,10 @@ def merge_pointwise(members: list[PeriodicUNet]) -> PeriodicUNet:
     input channels and spacing. The merged branch stacks the members' hidden units side by side
     (first layer concatenated, hidden layer one block per member, last layer and biases averaged), so
     its width is the sum of theirs and its output is sigmoid(mean of the members' logits), exactly up
-    to float rounding (tested); the file format and inference path are those of any per-voxel model.
-    Members whose hidden blocks are all of one size give a grouped hidden layer
-    (:attr:`UNetConfig.point_groups`, the sum of theirs), whose cost is the sum of the members'; others
-    a dense block-diagonal one. The U-Net weights (unused) and input statistics come from the first member.
+    to float rounding (tested); the file format is that of any per-voxel model. Members whose hidden
+    blocks are all of one size give a grouped hidden layer (:attr:`UNetConfig.point_groups`, the sum of
+    theirs), which :meth:`PeriodicUNet.pointwise` runs block by block (:func:`pointwise_rows`) at the
+    sum of the members' cost; others a dense block-diagonal one. The U-Net weights (unused) and input statistics come from the first member.
     """
     if not members:
         raise ValueError("merge_pointwise needs at least one model")
